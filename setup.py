@@ -19,6 +19,7 @@ setup(
         "os-ken>=4.0",
         "NetfilterQueue>=1.1",
         "matplotlib>=3.7",
+        "scipy>=1.10",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["qiot=harness.cli:main"]},

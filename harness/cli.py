@@ -1,0 +1,181 @@
+"""The ``qiot`` command line: run experiments, list scenarios, clean up, and the standalone tools.
+
+Every command reports bad input as one line and a non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+import harness
+from harness import scenario as scenarios
+
+DEFAULT_RESULTS_DIR = Path("results")
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise click.ClickException(f"{what} needs root (network namespaces, Open vSwitch, iptables): "
+                                   "run it with sudo or as root")
+
+
+def _load_scenario(name_or_path: str) -> scenarios.Scenario:
+    try:
+        return scenarios.load(name_or_path)
+    except scenarios.ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(harness.__version__, prog_name="qiot")
+def cli() -> None:
+    """qiot: a Mininet testbed for QKD-keyed, software-defined IoT.
+
+    Reproduces Mavromatis et al. (ECOC 2018): IoT devices obtaining AES keys from an emulated
+    QKD link versus generating them on the device with ECC (DKG).
+    """
+
+
+@cli.command("scenarios")
+def list_scenarios() -> None:
+    """List the scenarios shipped in experiments/ (any .toml path works with --scenario too)."""
+    for name in scenarios.available():
+        try:
+            loaded = scenarios.load(name)
+        except scenarios.ScenarioError as exc:
+            click.echo(f"{name:10s} INVALID: {exc}")
+            continue
+        fibre = loaded.section("fibre")
+        click.echo(f"{name:10s} {fibre['length_km']:5.1f} km  {fibre['loss_db']:4.1f} dB  "
+                   f"{loaded.section('devices')['count']:4d} devices  {loaded.data['scenario']['description']}")
+
+
+@cli.command("run")
+@click.option("--scenario", "scenario_name", default="bcn", show_default=True,
+              help="Scenario name (see `qiot scenarios`) or path to a .toml file.")
+@click.option("--hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Emulated hours per mode [default: the scenario's run.hours].")
+@click.option("--devices", type=click.IntRange(1, 5000), default=None,
+              help="Number of devices [default: the scenario's devices.count].")
+@click.option("--mode", type=click.Choice(["qkd", "dkg", "both"]), default="both", show_default=True,
+              help="Key mode: QKD-delivered keys, device key generation, or both one after the other.")
+@click.option("--time-scale", type=click.FloatRange(min=0.001), default=None,
+              help="Emulated seconds per wall second for sleeps and periodic work; the network is "
+                   "never accelerated [default: the scenario's run.time_scale].")
+@click.option("--seed", type=int, default=None, help="Random seed [default: the scenario's run.seed].")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS_DIR,
+              show_default=True, help="Folder in which the run directory is created.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run_command(scenario_name, hours, devices, mode, time_scale, seed, out_dir, quiet) -> None:
+    """Build the Fig. 1 network, run the devices in each key mode, and write a run directory."""
+    loaded = _load_scenario(scenario_name)
+    _require_root("qiot run")
+    from harness import runner
+
+    run_cfg = loaded.section("run")
+    options = runner.RunOptions(
+        scenario=loaded, modes=runner.MODES if mode == "both" else (mode,),
+        out_dir=out_dir, hours=hours if hours is not None else run_cfg["hours"],
+        time_scale=time_scale if time_scale is not None else run_cfg["time_scale"],
+        devices=devices if devices is not None else loaded.section("devices")["count"],
+        seed=seed if seed is not None else run_cfg["seed"])
+    if options.hours <= 0:
+        raise click.BadParameter("must be > 0", param_hint="--hours")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.BadParameter(f"cannot create {out_dir}: {exc.strerror}", param_hint="--out") from None
+    bar = None if quiet else _ProgressBar()
+    options.progress = bar
+    # SIGTERM ends a run the same way Ctrl-C does: teardown runs and the results are kept, marked.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    click.echo(f"qiot: scenario {loaded.name} ({loaded.path}), {options.devices} devices, "
+               f"{options.hours:g} h per mode, time scale {options.time_scale:g}, modes {', '.join(options.modes)}")
+    try:
+        outcome = runner.run(options)
+    except (runner.RunInterrupted, KeyboardInterrupt):
+        raise click.ClickException("interrupted before the run directory was created")
+    except Exception as exc:  # the run directory says 'failed'; the user gets one line, not a traceback
+        if bar:
+            bar.finish()
+        raise click.ClickException(f"run failed: {exc}") from None
+    finally:
+        if bar:
+            bar.finish()
+    for summary in outcome.summaries.values():
+        if summary:
+            click.echo(f"  {summary['mode']}: {summary['received']}/{summary['sent']} readings received, "
+                       f"loss {summary['loss_pct']:.2f}%, latency mean {summary['latency_mean_ms']:.2f} ms "
+                       f"(95% CI +/- {summary['latency_ci95_ms']:.2f})")
+    click.echo(f"qiot: run {outcome.status}: {outcome.run_dir}")
+    if outcome.status != "completed":
+        sys.exit(130 if outcome.status == "interrupted" else 1)
+
+
+def _raise_interrupt(_signum, _frame):
+    from harness.runner import RunInterrupted
+
+    raise RunInterrupted()
+
+
+class _ProgressBar:
+    """A click progress bar per mode, advanced with the emulated clock."""
+
+    STEPS = 1000
+
+    def __init__(self) -> None:
+        self.mode = None
+        self.bar = None
+        self.done = 0
+
+    def __call__(self, mode: str, fraction: float, counters: dict) -> None:
+        if mode != self.mode:
+            self.finish()
+            self.mode = mode
+            self.bar = click.progressbar(length=self.STEPS, label=f"{mode:>4s}", show_eta=True,
+                                         item_show_func=lambda _: self._counters, file=sys.stderr)
+            self.bar.__enter__()
+            self.done = 0
+        self._counters = f"sent {counters.get('sent', 0)} received {counters.get('received', 0)}"
+        target = int(fraction * self.STEPS)
+        if target > self.done:
+            self.bar.update(target - self.done, current_item=mode)
+            self.done = target
+        else:
+            self.bar.update(0, current_item=mode)
+
+    def finish(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+            self.mode = None
+
+
+@cli.command("clean")
+def clean_command() -> None:
+    """Remove what qiot runs left behind (recorded processes, tagged bridges and interfaces) only."""
+    _require_root("qiot clean")
+    from harness.clean import clean
+
+    report = clean()
+    if report.empty():
+        click.echo("qiot clean: nothing to remove")
+        return
+    for label, items in (("processes", report.processes), ("bridges", report.bridges),
+                         ("interfaces", report.interfaces), ("run records", report.runs)):
+        if items:
+            click.echo(f"qiot clean: removed {len(items)} {label}: {', '.join(items)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="qiot")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The emulated network of a run: Open vSwitch, the Fig. 1 topology in Mininet, and its shaping.
+
+This is the network edge of qiot: the only module (with ``topologies/`` and ``harness.shaping``)
+that imports Mininet. It makes sure ovs-vswitchd runs, builds the topology with the switch
+datapath the kernel supports, connects the switches to the run's controller, fixes what the
+userspace datapath needs (checksum offload off, or TCP hangs: platform-notes), turns the gateway
+into a router, and records every namespace, bridge and interface it makes for ``qiot clean``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import partial
+
+from harness.capabilities import Capabilities
+from harness.state import INTERFACE_ALIAS_PREFIX, RunState
+
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+
+
+class NetworkError(RuntimeError):
+    """The network could not be built or did not come up."""
+
+
+def ovs_running() -> bool:
+    return subprocess.run(["ovs-vsctl", "--timeout=3", "show"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL).returncode == 0
+
+
+def ensure_ovs(timeout_s: float = 30.0) -> bool:
+    """Start ovs-vswitchd/ovsdb-server if they are not running; return True if this call started them."""
+    if ovs_running():
+        return False
+    try:
+        subprocess.run([OVS_CTL, "start", "--system-id=random"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=timeout_s)
+    except FileNotFoundError:
+        raise NetworkError("Open vSwitch is not installed (run install.sh)") from None
+    except subprocess.TimeoutExpired:
+        raise NetworkError(f"Open vSwitch did not start within {timeout_s:.0f} s") from None
+    if not ovs_running():
+        raise NetworkError("Open vSwitch did not start (see /var/log/openvswitch/ovs-vswitchd.log)")
+    return True
+
+
+def _run(argv: list[str]) -> None:
+    subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+
+@dataclass
+class QiotNetwork:
+    """A started Mininet network plus the facts a run needs about it."""
+
+    net: object
+    hosts: dict = field(default_factory=dict)
+
+    def host(self, name: str):
+        return self.net.get(name)
+
+    def netns_pid(self, name: str) -> int:
+        """PID of the shell holding host ``name``'s namespace (for mnexec -a / setns)."""
+        return self.net.get(name).pid
+
+    def stop(self) -> None:
+        self.net.stop()
+
+
+def route_mininet_log(log_path) -> None:
+    """Send Mininet's own log to the run's log folder instead of the user's terminal.
+
+    Mininet reports harmless tc warnings (e.g. HTB "quantum is big" at 1 Gbit/s) as errors; the
+    checks that matter (shaping really shapes, switches really connect) are qiot's own.
+    """
+    import logging
+
+    from mininet.log import lg
+
+    for handler in list(lg.handlers):
+        lg.removeHandler(handler)
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    lg.addHandler(handler)
+    lg.setLevel(logging.INFO)
+
+
+def build(topo, caps: Capabilities, controller_port: int, state: RunState,
+          connect_timeout_s: float = 30.0) -> QiotNetwork:
+    """Build and start ``topo``; return once every switch is connected to the controller."""
+    from mininet.net import Mininet
+    from mininet.node import OVSSwitch, RemoteController
+    from mininet.link import TCLink
+
+    switch = partial(OVSSwitch, datapath=caps.switch_datapath, protocols="OpenFlow13", batch=True,
+                     failMode="secure")
+    controller = partial(RemoteController, ip="127.0.0.1", port=controller_port)
+    net = Mininet(topo=topo, switch=switch, controller=controller, link=TCLink,
+                  autoSetMacs=False, build=False, waitConnected=False)
+    try:
+        net.build()
+        for host in net.hosts:
+            state.record_netns(host.name, host.pid)
+        for sw in net.switches:
+            state.record_bridge(sw.name)
+            for intf in sw.intfList():
+                if intf.name != "lo":
+                    state.record_interface(intf.name)
+        net.start()
+        for sw in net.switches:
+            for intf in sw.intfList():
+                if intf.name != "lo":
+                    _run(["ip", "link", "set", "dev", intf.name, "alias", INTERFACE_ALIAS_PREFIX + state.run_id])
+            _run(["ovs-vsctl", "set", "bridge", sw.name, f"external_ids:qiot-run={state.run_id}"])
+        for host in net.hosts:
+            for intf in host.intfList():
+                # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go
+                # unanswered until tx offload is off (platform-notes). Harmless with the kernel datapath.
+                host.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
+        gw = net.get("gw")
+        gw.cmd("sysctl -qw net.ipv4.ip_forward=1")
+        _wait_connected(net, connect_timeout_s)
+    except BaseException:
+        net.stop()
+        raise
+    return QiotNetwork(net)
+
+
+def _wait_connected(net, timeout_s: float) -> None:
+    """Poll OVSDB until every switch reports its controller connection (cheaper than waitConnected)."""
+    names = [sw.name for sw in net.switches]
+    deadline = time.monotonic() + timeout_s
+    pending = names
+    while time.monotonic() < deadline:
+        pending = [n for n in names if not _bridge_connected(n)]
+        if not pending:
+            return
+        time.sleep(0.1)
+    raise NetworkError(f"switches {', '.join(pending)} did not connect to the controller within {timeout_s:.0f} s")
+
+
+def _bridge_connected(bridge: str) -> bool:
+    out = subprocess.run(["ovs-vsctl", "--timeout=3", "get", "bridge", bridge, "controller"],
+                         capture_output=True, text=True).stdout.strip().strip("[]")
+    if not out:
+        return False
+    for uuid in out.split(","):
+        status = subprocess.run(["ovs-vsctl", "--timeout=3", "get", "controller", uuid.strip(), "is_connected"],
+                                capture_output=True, text=True).stdout.strip()
+        if status != "true":
+            return False
+    return True

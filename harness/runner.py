@@ -1,0 +1,174 @@
+"""``qiot run``: build the network, start every service, run each key mode, keep the results.
+
+The order is the ipmininet one: controller, network, shaping, broker, then per mode the platform
+and the devices; teardown runs in ``finally`` in reverse order, whatever happened. The metadata is
+written at the start (status ``running``) and rewritten at the end with ``completed``,
+``interrupted`` (Ctrl-C or SIGTERM) or ``failed``, and the derived result files of a mode are
+computed even when the mode was cut short, so nothing captured is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from harness import results
+from harness.broker import MQTT_PORT
+from harness.clock import EmulatedClock
+from harness.process import ManagedProcess
+from harness.scenario import Scenario
+from harness.state import RunState
+from harness.testbed import Testbed
+
+MODES = ("qkd", "dkg")
+
+#: Devices and platform need a moment after READY before the first emulated wake (wall seconds).
+START_LEAD_WALL_S = 0.5
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by the user (Ctrl-C) or by SIGTERM."""
+
+
+@dataclass
+class RunOptions:
+    """What the user asked for on the command line, on top of the scenario."""
+
+    scenario: Scenario
+    modes: tuple[str, ...]
+    out_dir: Path
+    hours: float
+    time_scale: float
+    devices: int
+    seed: int
+    progress: Callable[[str, float, dict], None] | None = None  # (mode, fraction, counters)
+
+
+@dataclass
+class RunOutcome:
+    run_dir: Path
+    status: str
+    summaries: dict = field(default_factory=dict)
+
+
+def make_run_dir(base: Path, scenario_name: str) -> tuple[str, Path]:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_id = f"{scenario_name}-{stamp}"
+    run_dir = base / run_id
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = base / f"{run_id}-{suffix}"
+    (run_dir / "logs").mkdir(parents=True)
+    return run_dir.name, run_dir
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return max(0, sum(1 for _ in f) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def run(options: RunOptions) -> RunOutcome:
+    """Execute a run; always leaves a run directory with metadata saying how it ended."""
+    scenario = options.scenario.with_overrides({"devices.count": options.devices, "run.hours": options.hours,
+                                                "run.time_scale": options.time_scale, "run.seed": options.seed})
+    run_id, run_dir = make_run_dir(options.out_dir, scenario.name)
+    bed = Testbed(scenario, run_dir, RunState(run_id), seed=options.seed)
+    metadata = dict(results.base_metadata(), run_id=run_id, status="running",
+                    started=datetime.now(timezone.utc).isoformat(), command=sys.argv,
+                    scenario_file=str(scenario.path), scenario=scenario.data, modes=list(options.modes),
+                    capabilities=bed.caps.as_dict(),
+                    mechanisms=dict(bed.mechanisms(),
+                                    keys="PLACEHOLDER key ids, readings not encrypted (walking skeleton)"),
+                    mode_results={})
+    results.write_json_atomic(run_dir / "metadata.json", metadata)
+    status = "failed"
+    try:
+        bed.up()
+        metadata.update(bed.facts)
+        for mode in options.modes:
+            metadata["mode_results"][mode] = {"status": "running"}
+            results.write_json_atomic(run_dir / "metadata.json", metadata)
+            mode_dir = run_dir / mode
+            mode_dir.mkdir()
+            try:
+                _run_mode(mode, mode_dir, bed, options)
+                metadata["mode_results"][mode]["status"] = "completed"
+            finally:
+                if metadata["mode_results"][mode]["status"] == "running":
+                    metadata["mode_results"][mode]["status"] = "interrupted"
+                metadata["mode_results"][mode]["summary"] = results.finalize_mode(mode_dir, mode, options.devices)
+        status = "completed"
+    except (KeyboardInterrupt, RunInterrupted):
+        status = "interrupted"
+    finally:
+        bed.down()
+        metadata.update(status=status, ended=datetime.now(timezone.utc).isoformat())
+        results.write_json_atomic(run_dir / "metadata.json", metadata)
+        bed.state.forget()
+    summaries = {m: r.get("summary") for m, r in metadata["mode_results"].items()}
+    return RunOutcome(run_dir, status, summaries)
+
+
+def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> None:
+    """One key mode: platform recorder and device fleet, until the emulated end of the run."""
+    from topologies.fig1 import DC_IP as dc_ip, device_name
+
+    scenario, net, processes, run_dir = bed.scenario, bed.net, bed.processes, bed.run_dir
+    devices_cfg = scenario.section("devices")
+    platform = ManagedProcess(
+        name=f"platform-{mode}", start_order=40, netns_pid=net.netns_pid("dc"),
+        argv=[sys.executable, "-m", "harness.iotplatform", "--broker", f"{dc_ip}:{MQTT_PORT}",
+              "--qos", str(devices_cfg["mqtt_qos"]), "--out", str(mode_dir), "--client-id", f"qiot-platform-{mode}"],
+        log_path=run_dir / "logs" / f"platform-{mode}.log")
+    processes.start(platform)
+    end_emul_s = options.hours * 3600.0
+    # The clock starts a little in the future, so the devices' first wake-ups are not in the past
+    # by the time every device thread is in its namespace.
+    clock = EmulatedClock(time.time() + START_LEAD_WALL_S + 0.01 * options.devices, options.time_scale)
+    spec = {"clock_epoch": clock.epoch_wall, "time_scale": clock.time_scale, "end_emul_s": end_emul_s,
+            "out_dir": str(mode_dir),
+            "devices": [{"netns_pid": net.netns_pid(device_name(i)),
+                         "config": {"device_id": device_name(i), "index": i, "mode": mode,
+                                    "broker_host": dc_ip, "broker_port": MQTT_PORT,
+                                    "wake_period_s": devices_cfg["wake_period_s"],
+                                    "mqtt_qos": devices_cfg["mqtt_qos"],
+                                    "publish_timeout_s": devices_cfg["publish_timeout_s"],
+                                    "refresh_period_s": scenario.section("qkd")["refresh_period_s"],
+                                    "seed": options.seed}}
+                        for i in range(1, options.devices + 1)]}
+    spec_path = run_dir / "config" / f"fleet-{mode}.json"
+    spec_path.parent.mkdir(exist_ok=True)
+    spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
+    fleet = ManagedProcess(name=f"devices-{mode}", start_order=60, argv=[sys.executable, "-m", "harness.devices.fleet",
+                                                                         str(spec_path)],
+                           log_path=run_dir / "logs" / f"devices-{mode}.log",
+                           ready_timeout_s=30.0 + 0.2 * options.devices)
+    processes.start(fleet)
+    # Wall time the mode needs: the emulated run plus the last publish's timeout, plus slack.
+    wall_needed = end_emul_s / options.time_scale + devices_cfg["publish_timeout_s"] + 30.0
+    deadline = time.monotonic() + wall_needed + START_LEAD_WALL_S
+    while fleet.running:
+        if options.progress:
+            options.progress(mode, min(1.0, max(0.0, clock.now() / end_emul_s)) if end_emul_s else 1.0,
+                             {"sent": _count_lines(mode_dir / "sent.csv"),
+                              "received": _count_lines(mode_dir / "received.csv")})
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"devices of mode {mode} did not finish within {wall_needed:.0f} s")
+        time.sleep(0.5)
+    if fleet.popen.returncode != 0:
+        raise RuntimeError(f"device fleet of mode {mode} failed (exit {fleet.popen.returncode}):\n{fleet.log_tail()}")
+    # Let the last readings reach the platform before it stops recording.
+    time.sleep(min(2.0, devices_cfg["publish_timeout_s"]))
+    platform.stop()
+    if options.progress:
+        options.progress(mode, 1.0, {"sent": _count_lines(mode_dir / "sent.csv"),
+                                     "received": _count_lines(mode_dir / "received.csv")})

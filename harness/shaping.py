@@ -1,0 +1,86 @@
+"""Link shaping of the wireless hop: netem where the kernel has it, a receiver-side fallback where not.
+
+With netem, Mininet's ``TCLink`` puts delay, jitter, loss and rate on both ends of every device link
+(the topology does that). Without netem (this project's CI kernel) ``TCLink`` would print an error
+and carry on *unshaped* (platform-notes), so the topology only asks it for the HTB rate and this
+module adds, at the gateway, which every wireless packet crosses:
+
+- delay and jitter: iptables ``NFQUEUE`` rules in the gateway's namespace hand packets to
+  :mod:`harness.shaper`, which holds each one for its delay and releases them in FIFO order.
+  Uplink (device -> anything) is queued as it *arrives* at the gateway's wireless interface
+  (PREROUTING), downlink (anything -> device) as it *leaves* it (POSTROUTING, after routing);
+- loss: iptables ``statistic`` DROP on the receiving side of each direction: uplink at the gateway's
+  PREROUTING, downlink in each device's own PREROUTING (a DROP on the sender's side would surface as
+  EPERM in the sender's socket calls instead of as loss; platform-notes).
+
+Each direction thus gets the scenario's one-way delay and loss once, as with netem.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.process import ManagedProcess
+
+UPLINK_QUEUE, DOWNLINK_QUEUE = 1, 2
+GW_WIRELESS_INTF = "gw-eth1"
+
+
+@dataclass(frozen=True)
+class WirelessShape:
+    """One-way wireless link parameters, as in the scenario's ``[wireless]`` table."""
+
+    delay_ms: float
+    jitter_ms: float
+    loss_pct: float
+    rate_mbit: float
+
+    @classmethod
+    def from_scenario(cls, wireless: dict) -> "WirelessShape":
+        return cls(wireless["delay_ms"], wireless["jitter_ms"], wireless["loss_pct"], wireless["rate_mbit"])
+
+
+def describe(mechanism: str, shape: WirelessShape, fibre_delay_ms: float) -> dict:
+    """What the run's metadata says about shaping: the mechanism and where each effect is applied."""
+    if mechanism == "netem":
+        return {"mechanism": "netem", "wireless": "tc netem + htb on both ends of each device link",
+                "fibre_delay_ms": fibre_delay_ms, "fibre_delay_emulated": True}
+    return {"mechanism": "nfqueue",
+            "wireless_delay": f"NFQUEUE {UPLINK_QUEUE} (uplink, gw PREROUTING) and {DOWNLINK_QUEUE} "
+                              "(downlink, gw POSTROUTING) held by harness.shaper, FIFO release",
+            "wireless_loss": "iptables statistic DROP: uplink at gw PREROUTING, downlink at each device's PREROUTING",
+            "wireless_rate": "htb on both ends of each device link (Mininet TCLink bw)",
+            "fibre_delay_ms": fibre_delay_ms,
+            # Tens of microseconds: below what a userspace queue can hold a packet for accurately.
+            "fibre_delay_emulated": False}
+
+
+def _iptables(host, rule: str) -> None:
+    out = host.cmd(f"iptables -w {rule} && echo QIOT_OK")
+    if "QIOT_OK" not in out:
+        raise RuntimeError(f"iptables {rule!r} failed on {host.name}: {out.strip()}")
+
+
+def apply_fallback(gateway, devices: list, shape: WirelessShape, log_dir: Path, seed: int) -> ManagedProcess | None:
+    """Install the fallback rules; return the shaper process to start (None if no delay is asked)."""
+    probability = shape.loss_pct / 100.0
+    if probability > 0:
+        _iptables(gateway, f"-t mangle -A PREROUTING -i {GW_WIRELESS_INTF} -m statistic --mode random "
+                           f"--probability {probability:.6f} -j DROP")
+        for device in devices:
+            _iptables(device, f"-t mangle -A PREROUTING -i {device.defaultIntf().name} -m statistic "
+                              f"--mode random --probability {probability:.6f} -j DROP")
+    if shape.delay_ms <= 0 and shape.jitter_ms <= 0:
+        return None
+    _iptables(gateway, f"-t mangle -A PREROUTING -i {GW_WIRELESS_INTF} -j NFQUEUE "
+                       f"--queue-num {UPLINK_QUEUE} --queue-bypass")
+    _iptables(gateway, f"-t mangle -A POSTROUTING -o {GW_WIRELESS_INTF} -j NFQUEUE "
+                       f"--queue-num {DOWNLINK_QUEUE} --queue-bypass")
+    spec = f"{shape.delay_ms}:{shape.jitter_ms}"
+    return ManagedProcess(
+        name="shaper", start_order=20, netns_pid=gateway.pid,
+        argv=[sys.executable, "-m", "harness.shaper", "--queue", f"{UPLINK_QUEUE}:{spec}",
+              "--queue", f"{DOWNLINK_QUEUE}:{spec}", "--seed", str(seed)],
+        log_path=log_dir / "shaper.log")

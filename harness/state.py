@@ -1,0 +1,97 @@
+"""What a run has made on this machine, recorded as it is made, so ``qiot clean`` removes only that.
+
+Each run appends JSON lines to ``/run/qiot/<run_id>.jsonl``: processes (PID plus the kernel's start
+time of that PID, so a recycled PID is never mistaken for ours), interfaces, OVS bridges and host
+namespaces. Interfaces are also tagged with the alias ``qiot:<run_id>`` so they are recognisable
+even if a record was lost. Records are appended and flushed immediately: a crash a moment after a
+resource was made still leaves its record behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+#: Where run records live: tmpfs, so a reboot (which also removes namespaces and veths) clears it.
+STATE_DIR = Path(os.environ.get("QIOT_STATE_DIR", "/run/qiot"))
+
+INTERFACE_ALIAS_PREFIX = "qiot:"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The start time (clock ticks since boot) of ``pid``, or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # Field 22 (starttime) comes after the parenthesised command name, which may contain spaces.
+    fields = stat[stat.rindex(")") + 2:].split()
+    return int(fields[19])
+
+
+@dataclass
+class Record:
+    """One thing a run made: ``kind`` is process, netns, interface or bridge."""
+
+    kind: str
+    name: str
+    pid: int | None = None
+    start_time: int | None = None
+
+
+class RunState:
+    """The append-only record of one run's resources."""
+
+    def __init__(self, run_id: str, state_dir: Path | None = None) -> None:
+        self.run_id = run_id
+        self.dir = state_dir or STATE_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / f"{run_id}.jsonl"
+
+    def _append(self, record: Record) -> None:
+        with open(self.path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(record.__dict__) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+    def record_process(self, name: str, pid: int) -> None:
+        self._append(Record("process", name, pid, process_start_time(pid)))
+
+    def record_netns(self, name: str, pid: int) -> None:
+        """A namespace held open by ``pid`` (a Mininet host's shell)."""
+        self._append(Record("netns", name, pid, process_start_time(pid)))
+
+    def record_interface(self, name: str) -> None:
+        self._append(Record("interface", name))
+
+    def record_bridge(self, name: str) -> None:
+        self._append(Record("bridge", name))
+
+    def records(self) -> list[Record]:
+        return list(read_records(self.path))
+
+    def forget(self) -> None:
+        """Delete the record file (after a clean teardown)."""
+        self.path.unlink(missing_ok=True)
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    """Records of one state file; a torn last line (crash mid-write) is skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return
+    for line in lines:
+        try:
+            yield Record(**json.loads(line))
+        except (ValueError, TypeError):
+            continue
+
+
+def state_files(state_dir: Path | None = None) -> list[Path]:
+    """Every run's record file currently present."""
+    directory = state_dir or STATE_DIR
+    return sorted(directory.glob("*.jsonl")) if directory.is_dir() else []

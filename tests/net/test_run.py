@@ -1,0 +1,114 @@
+"""Real-network tier: ``qiot run`` end to end, interruption, and ``qiot clean`` after a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from harness.state import STATE_DIR
+
+QIOT = [sys.executable, "-m", "harness.cli"]
+
+
+def qiot_run(out_dir, *extra, **popen_kwargs):
+    return subprocess.Popen(QIOT + ["run", "--scenario", "bcn", "--devices", "3", "--out", str(out_dir),
+                                    "--quiet"] + list(extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen_kwargs)
+
+
+def only_run_dir(out_dir: Path) -> Path:
+    (run_dir,) = [p for p in out_dir.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not (path.exists() and path.stat().st_size > 60):  # header plus at least one row
+        assert time.monotonic() < deadline, f"{path} not written within {timeout_s} s"
+        time.sleep(0.2)
+
+
+def test_run_both_modes_end_to_end(network_ok, tmp_path):
+    # 0.02 h at time scale 6 = 12 s of wall time per mode; the bcn wireless delay is 5 ms one way.
+    proc = qiot_run(tmp_path, "--hours", "0.02", "--time-scale", "6", "--mode", "both")
+    out, _ = proc.communicate(timeout=240)
+    assert proc.returncode == 0, out
+    run_dir = only_run_dir(tmp_path)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "completed" and metadata["schema_version"] == 1
+    assert metadata["scenario"]["fibre"]["loss_db"] == 7.0
+    assert metadata["mechanisms"]["shaping"]["mechanism"] in ("netem", "nfqueue")
+    for mode in ("qkd", "dkg"):
+        messages = pd.read_csv(run_dir / mode / "messages.csv")
+        summary = pd.read_csv(run_dir / mode / "summary.csv").iloc[0]
+        assert len(messages) >= 3, f"{mode}: every device wakes at least once in 72 emulated s"
+        assert set(messages["device"]) == {"d1", "d2", "d3"}
+        assert summary["sent"] == len(messages)
+        received = messages[messages["received"] == 1]
+        assert len(received) >= len(messages) - 1  # 1 % loss per direction is hidden by TCP
+        # One-way latency: 5 ms wireless delay +/- 1 ms jitter plus switching and MQTT handling.
+        assert 4.0 <= received["latency_ms"].mean() <= 25.0, received["latency_ms"].describe()
+        assert metadata["mode_results"][mode]["status"] == "completed"
+
+
+def test_interrupted_run_keeps_partial_results_marked(network_ok, tmp_path):
+    proc = qiot_run(tmp_path, "--hours", "1", "--time-scale", "20", "--mode", "qkd")
+    try:
+        wait_for_run_dir = time.monotonic() + 60
+        while not list(tmp_path.glob("*/qkd/sent.csv")):
+            assert time.monotonic() < wait_for_run_dir, "run never started its devices"
+            time.sleep(0.2)
+        wait_for(next(tmp_path.glob("*/qkd/sent.csv")), 60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out
+    run_dir = only_run_dir(tmp_path)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "interrupted"
+    assert metadata["mode_results"]["qkd"]["status"] == "interrupted"
+    messages = pd.read_csv(run_dir / "qkd" / "messages.csv")
+    assert len(messages) >= 1 and messages["received"].sum() >= 1
+
+
+def qiot_leftovers(run_id: str) -> dict:
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+    return {"interfaces": [line for line in links.splitlines() if "qiot:" in line or "qdc1-" in line],
+            "bridges": [b for b in bridges if b in ("qdc1", "qox2", "qed3", "qap4")],
+            "state": (STATE_DIR / f"{run_id}.jsonl").exists()}
+
+
+def test_clean_after_a_killed_run_leaves_nothing(network_ok, tmp_path):
+    # SIGKILL: the run gets no chance to tear down, exactly the case qiot clean exists for.
+    proc = qiot_run(tmp_path, "--hours", "1", "--time-scale", "20", "--mode", "qkd", start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob("*/qkd/sent.csv")):
+            assert time.monotonic() < deadline, "run never started its devices"
+            time.sleep(0.2)
+        run_id = only_run_dir(tmp_path).name
+        records = (STATE_DIR / f"{run_id}.jsonl").read_text().splitlines()
+        pids = [json.loads(r)["pid"] for r in records if json.loads(r)["kind"] in ("process", "netns")]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    assert qiot_leftovers(run_id)["bridges"], "the killed run should have left its switches behind"
+
+    first = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "removed" in first.stdout
+    assert qiot_leftovers(run_id) == {"interfaces": [], "bridges": [], "state": False}
+    time.sleep(0.5)
+    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    assert not alive, f"recorded processes still alive: {alive}"
+    again = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "nothing to remove" in again.stdout

@@ -1,0 +1,84 @@
+"""Wake-cycle plans and their execution on a timeline: which steps, which states they charge."""
+
+import pytest
+
+from harness.energy.energest import DeviceTimeline
+from harness.energy.profile import DeviceProfile
+from harness.energy.wakecycle import NetworkOutcome, assumed_outcome, plan_wake, run_steps
+
+
+@pytest.fixture(scope="module")
+def fipy():
+    return DeviceProfile.load("fipy")
+
+
+def names(steps):
+    return [s.name for s in steps]
+
+
+def test_plans_follow_the_wake_cycle(fipy):
+    plain = plan_wake(fipy, "qkd", key_refresh_due=False)
+    assert names(plain) == ["boot", "associate", "sense", "encrypt", "publish", "sleep"]
+    assert names(plan_wake(fipy, "dkg", key_refresh_due=False)) == names(plain)
+    assert names(plan_wake(fipy, "qkd", key_refresh_due=True, qkd_transport="psk_wrap")) == [
+        "boot", "associate", "qkd_fetch", "qkd_decrypt", "sense", "encrypt", "publish", "sleep"]
+    assert names(plan_wake(fipy, "dkg", key_refresh_due=True)) == [
+        "boot", "associate", "dkg_keygen", "dkg_exchange", "dkg_agree", "dkg_kdf", "sense", "encrypt",
+        "publish", "sleep"]
+    assert names(plan_wake(fipy, "dkg", key_refresh_due=True, keygen_before_association=True))[:3] == [
+        "boot", "dkg_keygen", "associate"]
+    x = plan_wake(fipy, "dkg", key_refresh_due=True, dkg_curve="x25519")
+    assert [s.op for s in x if s.kind == "compute"][:2] == ["x25519_keygen", "x25519_agree"]
+    auth = plan_wake(fipy, "dkg", key_refresh_due=True, dkg_authenticated=True)
+    assert {"dkg_sign", "dkg_verify"} <= set(names(auth))
+    publish = {q: plan_wake(fipy, "qkd", key_refresh_due=False, mqtt_qos=q)[-2].round_trips
+               for q in (0, 1, 2)}
+    assert publish == {0: 2, 1: 3, 2: 4}
+
+
+def test_full_tls_crypto_matches_the_esp_idf_handshake_time(fipy):
+    # reference.md §5: a TLS 1.2 ECDHE handshake with client certificate takes "about two seconds".
+    steps = plan_wake(fipy, "qkd", key_refresh_due=True, qkd_transport="tls_full")
+    crypto = sum(fipy.op_seconds(s.op, s.nbytes) for s in steps if s.name.startswith("tls_"))
+    assert 1.5 < crypto < 2.2
+
+
+def test_bad_plan_arguments(fipy):
+    for kwargs, message in ((dict(mode="psk"), "mode must be"), (dict(qkd_transport="dtls"), "qkd_transport"),
+                            (dict(dkg_curve="p521"), "dkg_curve"), (dict(mqtt_qos=3), "mqtt_qos")):
+        args = dict(mode="qkd", key_refresh_due=True) | kwargs
+        with pytest.raises(ValueError, match=message):
+            plan_wake(fipy, **args)
+
+
+def test_run_steps_charges_each_step_as_declared(fipy):
+    tl = DeviceTimeline(fipy, "d1")
+    steps = plan_wake(fipy, "dkg", key_refresh_due=True, reading_bytes=200)
+    measured = {"dkg_exchange": NetworkOutcome(0.050, bytes_tx=150), "publish": NetworkOutcome(0.080, 600)}
+    records = run_steps(tl, steps, lambda step: measured.get(step.name), wake_until=60.0)
+    by_name = {r.name: r for r in records}
+    assert by_name["boot"].charged == pytest.approx({"cpu": 0.27})
+    assert by_name["associate"].charged == pytest.approx({"radio_listen": 0.2})
+    assert by_name["dkg_keygen"].charged == pytest.approx({"radio_listen": 0.266})  # listens while associated
+    assert by_name["dkg_agree"].charged == pytest.approx({"radio_listen": 0.265})
+    exchange = by_name["dkg_exchange"].charged
+    assert exchange["radio_tx"] == pytest.approx(fipy.tx_airtime_s(150))
+    assert sum(exchange.values()) == pytest.approx(0.050)
+    assert by_name["sense"].charged == pytest.approx({"radio_listen": 0.1})
+    assert by_name["encrypt"].charged == pytest.approx({"radio_listen": 200 / 7.8e6})
+    assert set(by_name["sleep"].charged) == {"deep_sleep"} and tl.now == 60.0
+    for step, record in zip(steps, records):  # declared states cover what was charged
+        associated = step.name not in ("boot", "associate")
+        assert set(record.charged) <= set(step.states(fipy, associated))
+    assert sum(tl.totals().values()) == pytest.approx(60.0)
+    assert not tl.associated
+
+
+def test_run_steps_needs_outcomes_and_association(fipy):
+    steps = plan_wake(fipy, "qkd", key_refresh_due=False)
+    with pytest.raises(ValueError, match="must return a NetworkOutcome"):
+        run_steps(DeviceTimeline(fipy), steps, lambda step: None, wake_until=60.0)
+    with pytest.raises(ValueError, match="not associated"):
+        run_steps(DeviceTimeline(fipy), [steps[-2]], lambda step: NetworkOutcome(0.01))
+    with pytest.raises(ValueError, match="give wake_until"):
+        run_steps(DeviceTimeline(fipy), steps, lambda s: assumed_outcome(fipy, s, 0.01))

@@ -1,0 +1,62 @@
+"""Deriving messages and summaries from raw sent/received records (hand-counted fixtures)."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from harness import results
+
+
+def sent_frame():
+    return pd.DataFrame({"device": ["d1", "d1", "d2", "d2"], "seq": [0, 1, 0, 1],
+                         "t_emul": [1.0, 61.0, 2.0, 62.0], "t_sent": [100.0, 160.0, 101.0, 161.0]})
+
+
+def received_frame():
+    # d1/1 is lost; d2/0 arrives twice (QoS 1 duplicate): the first arrival counts.
+    return pd.DataFrame({"device": ["d1", "d2", "d2", "d2"], "seq": [0, 0, 0, 1],
+                         "t_received": [100.010, 101.020, 101.500, 161.030],
+                         "t_sent": [100.0, 101.0, 101.0, 161.0]})
+
+
+def test_join_counts_loss_and_latency():
+    messages = results.join_messages(sent_frame(), received_frame())
+    assert len(messages) == 4
+    assert messages["received"].tolist() == [1, 1, 0, 1]  # ordered by emulated time
+    got = dict(zip(zip(messages.device, messages.seq), messages.latency_ms))
+    assert got[("d1", 0)] == pytest.approx(10.0)
+    assert got[("d2", 0)] == pytest.approx(20.0)
+    assert got[("d2", 1)] == pytest.approx(30.0)
+    assert math.isnan(got[("d1", 1)])
+
+
+def test_summary_statistics():
+    summary = results.summarize(results.join_messages(sent_frame(), received_frame()), "qkd", 2)
+    assert (summary["sent"], summary["received"], summary["lost"]) == (4, 3, 1)
+    assert summary["loss_pct"] == pytest.approx(25.0)
+    assert summary["latency_mean_ms"] == pytest.approx(20.0)
+    # t(0.975, 2) = 4.302653; sd of (10, 20, 30) = 10; half-width = 4.302653 * 10 / sqrt(3)
+    assert summary["latency_ci95_ms"] == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-5)
+    assert summary["loss_pct_device_mean"] == pytest.approx(25.0)  # d1 50 %, d2 0 %
+
+
+def test_nothing_received_and_nothing_sent():
+    messages = results.join_messages(sent_frame(), pd.DataFrame())
+    assert messages["received"].sum() == 0
+    assert results.summarize(messages, "dkg", 2)["loss_pct"] == 100.0
+    empty = results.summarize(results.join_messages(pd.DataFrame(), pd.DataFrame()), "dkg", 2)
+    assert empty["sent"] == 0 and math.isnan(empty["latency_mean_ms"])
+
+
+def test_finalize_tolerates_a_torn_last_line(tmp_path):
+    (tmp_path / "sent.csv").write_text("device,seq,t_emul,t_start,t_sent,acked,key_id,error\n"
+                                       "d1,0,1.0,99.9,100.0,1,k,\n"
+                                       "d1,1,61.0,159.9,160.0,1,k,\n"
+                                       "d1,2,12")  # the run died mid-write
+    (tmp_path / "received.csv").write_text("device,seq,t_received,t_sent,key_id,bytes,decrypted\n"
+                                           "d1,0,100.005,100.0,k,120,placeholder\n")
+    summary = results.finalize_mode(tmp_path, "qkd", 1)
+    assert (summary["sent"], summary["received"]) == (2, 1)
+    assert pd.read_csv(tmp_path / "messages.csv")["latency_ms"].iloc[0] == pytest.approx(5.0)
+    assert pd.read_csv(tmp_path / "summary.csv")["lost"].iloc[0] == 1
