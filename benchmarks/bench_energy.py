@@ -19,7 +19,7 @@ VARIANTS = [
     ("dkg p256 + ECDSA auth", dict(mode="dkg", dkg_authenticated=True)),
     ("dkg p256 keygen before assoc", dict(mode="dkg", keygen_before_association=True)),
     ("qkd psk_wrap", dict(mode="qkd", qkd_transport="psk_wrap")),
-    ("qkd tls_resumed", dict(mode="qkd", qkd_transport="tls_resumed")),
+    ("qkd tls_resumed", dict(mode="qkd", qkd_transport="tls_resume")),
     ("qkd tls_full", dict(mode="qkd", qkd_transport="tls_full")),
 ]
 

@@ -172,6 +172,19 @@ def clean_command() -> None:
             click.echo(f"qiot clean: removed {len(items)} {label}: {', '.join(items)}")
 
 
+def _register_tool_commands() -> None:
+    """The standalone tools of the pure cores: each package owns its command, the CLI lists them."""
+    from harness.analysis.cli import COMMANDS as analysis_commands
+    from harness.kme.cli import kme
+    from harness.qkd.cli import qkd
+
+    for command in (qkd, kme, *analysis_commands):
+        cli.add_command(command)
+
+
+_register_tool_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="qiot")

@@ -1,15 +1,23 @@
-"""The IoT platform at the data centre: subscribes to every device's readings and records arrivals.
+"""The IoT platform at the data centre: receives, decrypts and records every device reading.
 
-Run inside the data-centre host as ``python -m harness.iotplatform --broker HOST:PORT --qos Q --out DIR``.
-Each arriving reading is stamped with the wall-clock time on arrival (one clock for the whole
-emulation, so ``t_received - t_sent`` is the one-way latency) and appended to ``received.csv``,
-flushed per row so an interrupted run keeps everything that arrived. Prints ``READY`` once the
-subscription is acknowledged.
+Run inside the data-centre host as
+``python -m harness.iotplatform --mode dkg|qkd --broker HOST:PORT --qos Q --out DIR [...]``.
+
+- Each arriving reading is stamped with the wall-clock time on arrival (one clock serves the whole
+  emulation, so ``t_received - t_sent`` is the one-way latency), decrypted with the key its header
+  names, and appended to ``received.csv`` (flushed per row, so an interrupted run keeps it all).
+- DKG mode: answers each device's public key on ``qiot/<device>/dkg/request`` with its own on
+  ``qiot/<device>/dkg/response`` and derives the same AES key (ECDH + HKDF).
+- QKD mode: resolves a reading's key id through ETSI GS QKD 014 ``dec_keys`` at Bob's KME, over mutual
+  TLS, as the slave SAE the gateway named when it obtained the key.
+
+Prints ``READY`` once its subscriptions are acknowledged.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import json
 import signal
@@ -17,67 +25,129 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 
+from harness import devicecrypto
+from harness.devices.keysteps import DKG_REQUEST_TOPIC, DKG_RESPONSE_TOPIC
+
 RECEIVED_FIELDS = ("device", "seq", "t_received", "t_sent", "key_id", "bytes", "decrypted")
 READING_TOPIC_FILTER = "qiot/+/reading"
+DKG_TOPIC_FILTER = DKG_REQUEST_TOPIC.format(device="+")
 
 
-class Recorder:
-    """Writes one ``received.csv`` row per reading that arrives."""
+class Platform:
+    """Decrypts readings with keys from ``key_for(header)`` and records them in ``received.csv``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key_for: Callable[[Mapping], bytes], qos: int) -> None:
         self._file = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         if path.stat().st_size == 0:
             self._writer.writerow(RECEIVED_FIELDS)
         self._lock = threading.Lock()
-        self.count = 0
+        self.key_for, self.qos = key_for, qos
+        self.dkg_keys: dict[tuple[str, str], bytes] = {}
+        self.counts = {"ok": 0, "failed": 0, "malformed": 0, "unknown_key": 0}
 
-    def on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
+        if message.topic.endswith("/dkg/request"):
+            self.answer_dkg(client, message)
+        else:
+            self.record_reading(message)
+
+    def record_reading(self, message: mqtt.MQTTMessage) -> None:
         t_received = time.time()
         try:
-            payload = json.loads(message.payload)
-            row = [payload["device"], int(payload["seq"]), f"{t_received:.6f}", f"{float(payload['t_sent']):.6f}",
-                   payload.get("key_id", ""), len(message.payload), "placeholder"]
-        except (ValueError, KeyError, TypeError):
-            row = [message.topic.split("/")[1] if "/" in message.topic else "?", -1, f"{t_received:.6f}",
-                   "", "", len(message.payload), "malformed"]
+            header, _, _ = devicecrypto.parse_payload(message.payload)
+        except devicecrypto.PayloadError:
+            device = message.topic.split("/")[1] if message.topic.count("/") >= 2 else "?"
+            self._write([device, -1, f"{t_received:.6f}", "", "", len(message.payload), "malformed"])
+            return
+        try:
+            devicecrypto.open_reading(self.key_for, message.payload)
+            status = "ok"
+        except devicecrypto.DecryptError:
+            status = "failed"
+        except Exception:  # no key for that id (unknown, refused by the KME): counted, never fatal
+            status = "unknown_key"
+        self._write([header["device"], header["seq"], f"{t_received:.6f}", f"{header['t_sent']:.6f}",
+                     header["key_id"], len(message.payload), status])
+
+    def answer_dkg(self, client: mqtt.Client, message: mqtt.MQTTMessage) -> None:
+        """Platform half of DKG: our own ephemeral key pair, the shared key, our public key back."""
+        device = message.topic.split("/")[1]
+        try:
+            request = json.loads(message.payload)
+            party = devicecrypto.DkgParty("platform", request.get("curve", "p256"))
+            device_public = base64.b64decode(request["public"])
+            key = party.derive_key(device_public, device_id=device)
+            key_id = devicecrypto.dkg_key_id(device_public, party.public_bytes)
+            with self._lock:
+                self.dkg_keys[(device, key_id)] = key
+            answer = {"key_id": key_id, "public": base64.b64encode(party.public_bytes).decode()}
+        except (ValueError, KeyError, TypeError) as exc:
+            answer = {"error": f"{type(exc).__name__}: {exc}"}
+        client.publish(DKG_RESPONSE_TOPIC.format(device=device), json.dumps(answer), qos=self.qos)
+
+    def dkg_key(self, header: Mapping) -> bytes:
+        with self._lock:
+            return self.dkg_keys[(header["device"], header["key_id"])]
+
+    def _write(self, row: list) -> None:
         with self._lock:
             self._writer.writerow(row)
             self._file.flush()
-            self.count += 1
+            self.counts[row[-1]] += 1
 
     def close(self) -> None:
         self._file.close()
 
 
+def qkd_key_lookup(kme_url: str, pki_dir: Path, sae_id: str, master_sae_id: str) -> Callable[[Mapping], bytes]:
+    """Key lookup by key id through dec_keys at the platform's KME (cached: keys are handed out once)."""
+    from harness.kme.client import EtsiClient
+    from harness.kme.lifecycle import PlatformKeyResolver
+
+    resolver = PlatformKeyResolver(EtsiClient.for_sae(kme_url, pki_dir, sae_id), master_sae_id)
+    return lambda header: resolver.key_for(header["key_id"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("qkd", "dkg"), required=True)
     parser.add_argument("--broker", default="127.0.0.1:1883")
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1, 2))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--client-id", default="qiot-platform")
+    parser.add_argument("--kme", help="QKD mode: URL of the platform's KME (Bob's)")
+    parser.add_argument("--pki", type=Path, help="QKD mode: PKI folder holding the platform's SAE certificate")
+    parser.add_argument("--sae-id", default="platform")
+    parser.add_argument("--master-sae-id", default="gateway", help="SAE that obtained the keys (enc_keys)")
     args = parser.parse_args(argv)
+    if args.mode == "qkd" and not (args.kme and args.pki):
+        parser.error("--mode qkd needs --kme and --pki")
     host, _, port = args.broker.partition(":")
     args.out.mkdir(parents=True, exist_ok=True)
-    recorder = Recorder(args.out / "received.csv")
 
+    platform = Platform(args.out / "received.csv", lambda h: b"", args.qos)
+    platform.key_for = (platform.dkg_key if args.mode == "dkg"
+                        else qkd_key_lookup(args.kme, args.pki, args.sae_id, args.master_sae_id))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    subscriptions = [(READING_TOPIC_FILTER, args.qos)] + ([(DKG_TOPIC_FILTER, args.qos)] if args.mode == "dkg" else [])
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=True)
-    client.on_message = recorder.on_message
-    client.on_connect = lambda c, *_: c.subscribe(READING_TOPIC_FILTER, qos=args.qos)
+    client.on_message = platform.on_message
+    client.on_connect = lambda c, *_: c.subscribe(subscriptions)
     client.on_subscribe = lambda *_: print("READY", flush=True)
     client.connect(host, int(port or 1883), keepalive=30)
     client.loop_start()
     stop.wait()
     client.disconnect()
     client.loop_stop()
-    recorder.close()
-    print(f"platform: {recorder.count} readings recorded", flush=True)
+    platform.close()
+    print("platform: " + ", ".join(f"{k} {v}" for k, v in platform.counts.items()), flush=True)
     return 0
 
 

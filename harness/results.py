@@ -130,10 +130,34 @@ def summarize(messages: pd.DataFrame, mode: str, devices: int) -> dict[str, Any]
     }
 
 
-def finalize_mode(mode_dir: Path, mode: str, devices: int) -> dict[str, Any]:
+def summarize_energy(energy: pd.DataFrame, interval_s: float) -> dict[str, Any]:
+    """Mean and 95% CI of RDC and battery lifetime over (device, interval) samples.
+
+    Only full intervals are samples when there are any: a device's first and last partial
+    intervals (started mid-hour, or cut by the end of the run) would skew the spread.
+    """
+    if energy.empty:
+        return {}
+    duration = energy["t_end_s"] - energy["t_start_s"]
+    full = energy[duration >= interval_s * (1 - 1e-9)]
+    samples = full if len(full) else energy
+    out: dict[str, Any] = {"energy_samples": len(samples)}
+    for column in ("rdc", "battery_life_days", "avg_current_ma"):
+        mean, half = mean_ci95(samples[column])
+        out[f"{column}_mean"], out[f"{column}_ci95"] = mean, half
+    return out
+
+
+def finalize_mode(mode_dir: Path, mode: str, devices: int, energy_interval_s: float = 3600.0) -> dict[str, Any]:
     """Derive ``messages.csv`` and ``summary.csv`` from the raw files of one mode; return the summary."""
     messages = join_messages(read_csv(mode_dir / "sent.csv"), read_csv(mode_dir / "received.csv"))
     messages.to_csv(mode_dir / "messages.csv", index=False, float_format="%.6f")
     summary = summarize(messages, mode, devices)
+    received = read_csv(mode_dir / "received.csv")
+    if not received.empty and "decrypted" in received:
+        counts = received["decrypted"].value_counts()
+        summary["decrypt_ok"] = int(counts.get("ok", 0))
+        summary["decrypt_failures"] = int(len(received) - counts.get("ok", 0))
+    summary.update(summarize_energy(read_csv(mode_dir / "energy.csv"), energy_interval_s))
     pd.DataFrame([summary]).to_csv(mode_dir / "summary.csv", index=False, float_format="%.6f")
     return summary

@@ -17,12 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from harness import results
+from harness import capture, results
 from harness.broker import MQTT_PORT
 from harness.clock import EmulatedClock
 from harness.process import ManagedProcess
 from harness.scenario import Scenario
 from harness.state import RunState
+from harness.shaping import GW_WIRELESS_INTF
 from harness.testbed import Testbed
 
 MODES = ("qkd", "dkg")
@@ -68,12 +69,22 @@ def make_run_dir(base: Path, scenario_name: str) -> tuple[str, Path]:
     return run_dir.name, run_dir
 
 
-def _count_lines(path: Path) -> int:
-    try:
-        with open(path, "rb") as f:
-            return max(0, sum(1 for _ in f) - 1)
-    except FileNotFoundError:
-        return 0
+class RowCounter:
+    """Counts the data rows of a CSV that another process appends to, reading only what is new."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.newlines = path, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return 0
+        self.offset += len(chunk)
+        self.newlines += chunk.count(b"\n")
+        return max(0, self.newlines - 1)  # minus the header
 
 
 def run(options: RunOptions) -> RunOutcome:
@@ -81,13 +92,11 @@ def run(options: RunOptions) -> RunOutcome:
     scenario = options.scenario.with_overrides({"devices.count": options.devices, "run.hours": options.hours,
                                                 "run.time_scale": options.time_scale, "run.seed": options.seed})
     run_id, run_dir = make_run_dir(options.out_dir, scenario.name)
-    bed = Testbed(scenario, run_dir, RunState(run_id), seed=options.seed)
+    bed = Testbed(scenario, run_dir, RunState(run_id), seed=options.seed, modes=options.modes)
     metadata = dict(results.base_metadata(), run_id=run_id, status="running",
                     started=datetime.now(timezone.utc).isoformat(), command=sys.argv,
                     scenario_file=str(scenario.path), scenario=scenario.data, modes=list(options.modes),
-                    capabilities=bed.caps.as_dict(),
-                    mechanisms=dict(bed.mechanisms(),
-                                    keys="PLACEHOLDER key ids, readings not encrypted (walking skeleton)"),
+                    capabilities=bed.caps.as_dict(), mechanisms=bed.mechanisms(), mqtt_port=MQTT_PORT,
                     mode_results={})
     results.write_json_atomic(run_dir / "metadata.json", metadata)
     status = "failed"
@@ -95,17 +104,22 @@ def run(options: RunOptions) -> RunOutcome:
         bed.up()
         metadata.update(bed.facts)
         for mode in options.modes:
-            metadata["mode_results"][mode] = {"status": "running"}
+            mode_result = metadata["mode_results"][mode] = {"status": "running"}
             results.write_json_atomic(run_dir / "metadata.json", metadata)
             mode_dir = run_dir / mode
             mode_dir.mkdir()
             try:
-                _run_mode(mode, mode_dir, bed, options)
-                metadata["mode_results"][mode]["status"] = "completed"
+                mode_result["capture"] = _run_mode(mode, mode_dir, bed, options)
+                mode_result["status"] = "completed"
+            except (KeyboardInterrupt, RunInterrupted):
+                mode_result["status"] = "interrupted"
+                raise
+            except BaseException:
+                mode_result["status"] = "failed"
+                raise
             finally:
-                if metadata["mode_results"][mode]["status"] == "running":
-                    metadata["mode_results"][mode]["status"] = "interrupted"
-                metadata["mode_results"][mode]["summary"] = results.finalize_mode(mode_dir, mode, options.devices)
+                mode_result["summary"] = results.finalize_mode(mode_dir, mode, options.devices,
+                                                               scenario.section("devices")["energy_interval_s"])
         status = "completed"
     except (KeyboardInterrupt, RunInterrupted):
         status = "interrupted"
@@ -114,28 +128,57 @@ def run(options: RunOptions) -> RunOutcome:
         metadata.update(status=status, ended=datetime.now(timezone.utc).isoformat())
         results.write_json_atomic(run_dir / "metadata.json", metadata)
         bed.state.forget()
+        _analyze(run_dir, scenario, metadata)
     summaries = {m: r.get("summary") for m, r in metadata["mode_results"].items()}
     return RunOutcome(run_dir, status, summaries)
 
 
-def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> None:
-    """One key mode: platform recorder and device fleet, until the emulated end of the run."""
+def _analyze(run_dir: Path, scenario: Scenario, metadata: dict) -> None:
+    """Derive the per-interval series and the capture cross-check from what was stored.
+
+    Runs after teardown, from files only; a failure here must not cost the run its raw results,
+    so it is recorded in the metadata instead of raised.
+    """
+    from harness.analysis.analyze import analyze_run
+
+    try:
+        analyze_run(run_dir, interval_s=scenario.section("devices")["energy_interval_s"])
+        metadata["analysis"] = "analysis.json"
+    except Exception as exc:  # recorded, and the raw files stay for `qiot analyze` later
+        metadata["analysis"] = f"failed: {type(exc).__name__}: {exc}"
+    results.write_json_atomic(run_dir / "metadata.json", metadata)
+
+
+def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> dict:
+    """One key mode: captures, platform and device fleet until the emulated end; returns capture counters."""
     from topologies.fig1 import DC_IP as dc_ip, device_name
 
     scenario, net, processes, run_dir = bed.scenario, bed.net, bed.processes, bed.run_dir
     devices_cfg = scenario.section("devices")
+    logs = run_dir / "logs"
+    captures = [
+        capture.tcpdump(f"capture-{mode}-dc", net.netns_pid("dc"), "dc-eth0", mode_dir / "pcap" / "dc.pcap",
+                        f"tcp port {MQTT_PORT}", logs),
+        capture.tcpdump(f"capture-{mode}-gw", net.netns_pid("gw"), GW_WIRELESS_INTF,
+                        mode_dir / "pcap" / "gw-wlan.pcap", f"tcp port {MQTT_PORT} or tcp port {bed.relay_port}", logs),
+    ] + bed.key_captures(mode, mode_dir / "pcap")
+    processes.start(*captures)
     platform = ManagedProcess(
         name=f"platform-{mode}", start_order=40, netns_pid=net.netns_pid("dc"),
-        argv=[sys.executable, "-m", "harness.iotplatform", "--broker", f"{dc_ip}:{MQTT_PORT}",
-              "--qos", str(devices_cfg["mqtt_qos"]), "--out", str(mode_dir), "--client-id", f"qiot-platform-{mode}"],
-        log_path=run_dir / "logs" / f"platform-{mode}.log")
+        argv=[sys.executable, "-m", "harness.iotplatform", "--mode", mode, "--broker", f"{dc_ip}:{MQTT_PORT}",
+              "--qos", str(devices_cfg["mqtt_qos"]), "--out", str(mode_dir), "--client-id", f"qiot-platform-{mode}"]
+             + bed.platform_key_args(mode),
+        log_path=logs / f"platform-{mode}.log")
     processes.start(platform)
     end_emul_s = options.hours * 3600.0
     # The clock starts a little in the future, so the devices' first wake-ups are not in the past
     # by the time every device thread is in its namespace.
     clock = EmulatedClock(time.time() + START_LEAD_WALL_S + 0.01 * options.devices, options.time_scale)
     spec = {"clock_epoch": clock.epoch_wall, "time_scale": clock.time_scale, "end_emul_s": end_emul_s,
-            "out_dir": str(mode_dir),
+            "out_dir": str(mode_dir), "energy_profile": devices_cfg["energy_profile"],
+            # The device's radio model sends at the scenario's wireless rate.
+            "profile_overrides": {"radio.phy_rate_mbit": scenario.section("wireless")["rate_mbit"]},
+            **bed.device_key_spec(mode),
             "devices": [{"netns_pid": net.netns_pid(device_name(i)),
                          "config": {"device_id": device_name(i), "index": i, "mode": mode,
                                     "broker_host": dc_ip, "broker_port": MQTT_PORT,
@@ -143,24 +186,29 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> N
                                     "mqtt_qos": devices_cfg["mqtt_qos"],
                                     "publish_timeout_s": devices_cfg["publish_timeout_s"],
                                     "refresh_period_s": scenario.section("qkd")["refresh_period_s"],
+                                    "energy_interval_s": devices_cfg["energy_interval_s"],
+                                    "qkd_transport": scenario.section("kme")["wireless_transport"],
+                                    "dkg_curve": devices_cfg["dkg_curve"],
                                     "seed": options.seed}}
                         for i in range(1, options.devices + 1)]}
     spec_path = run_dir / "config" / f"fleet-{mode}.json"
     spec_path.parent.mkdir(exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
-    fleet = ManagedProcess(name=f"devices-{mode}", start_order=60, argv=[sys.executable, "-m", "harness.devices.fleet",
-                                                                         str(spec_path)],
-                           log_path=run_dir / "logs" / f"devices-{mode}.log",
-                           ready_timeout_s=30.0 + 0.2 * options.devices)
+    fleet = ManagedProcess(name=f"devices-{mode}", start_order=60,
+                           argv=[sys.executable, "-m", "harness.devices.fleet", str(spec_path)],
+                           log_path=logs / f"devices-{mode}.log", ready_timeout_s=30.0 + 0.2 * options.devices)
     processes.start(fleet)
+    sent, received = RowCounter(mode_dir / "sent.csv"), RowCounter(mode_dir / "received.csv")
+
+    def report(fraction: float) -> None:
+        if options.progress:
+            options.progress(mode, fraction, {"sent": sent(), "received": received()})
+
     # Wall time the mode needs: the emulated run plus the last publish's timeout, plus slack.
     wall_needed = end_emul_s / options.time_scale + devices_cfg["publish_timeout_s"] + 30.0
     deadline = time.monotonic() + wall_needed + START_LEAD_WALL_S
     while fleet.running:
-        if options.progress:
-            options.progress(mode, min(1.0, max(0.0, clock.now() / end_emul_s)) if end_emul_s else 1.0,
-                             {"sent": _count_lines(mode_dir / "sent.csv"),
-                              "received": _count_lines(mode_dir / "received.csv")})
+        report(min(1.0, max(0.0, clock.now() / end_emul_s)))
         if time.monotonic() > deadline:
             raise RuntimeError(f"devices of mode {mode} did not finish within {wall_needed:.0f} s")
         time.sleep(0.5)
@@ -169,6 +217,7 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> N
     # Let the last readings reach the platform before it stops recording.
     time.sleep(min(2.0, devices_cfg["publish_timeout_s"]))
     platform.stop()
-    if options.progress:
-        options.progress(mode, 1.0, {"sent": _count_lines(mode_dir / "sent.csv"),
-                                     "received": _count_lines(mode_dir / "received.csv")})
+    for process in captures:
+        process.stop()
+    report(1.0)
+    return {c.name: capture.capture_counters(c.log_path) for c in captures}

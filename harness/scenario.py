@@ -97,6 +97,14 @@ SCHEMA: dict[str, Any] = {
         "publish_timeout_s": Field(float, default=5.0, minimum=0.1,
                                    doc="a publish not acknowledged by then counts as lost"),
         "energy_profile": Field(str, default="fipy", doc="file in experiments/profiles/"),
+        "energy_interval_s": Field(float, default=3600.0, minimum=1.0,
+                                   doc="energy.csv has one row per device per interval of emulated time"),
+        "dkg_curve": Field(str, default="p256", choices=("p256", "x25519"),
+                           doc="curve of the on-device ECDH key agreement in DKG mode"),
+    },
+    "kme": {
+        "wireless_transport": Field(str, default="tls_resume", choices=("tls_full", "tls_resume", "psk_wrap"),
+                                    doc="how the gateway relay hands a QKD key to a device"),
     },
     "wireless": {
         "delay_ms": Field(float, default=0.0, minimum=0.0, maximum=10_000.0, doc="one-way delay"),
@@ -112,6 +120,38 @@ SCHEMA: dict[str, Any] = {
         "seed": Field(int, default=1),
     },
 }
+
+
+def _dataclass_fields(*classes) -> dict[str, Field]:
+    """Schema entries for the fields of the QKD model's parameter dataclasses.
+
+    The QKD core (:mod:`harness.qkd.config`) owns these parameters, their defaults and their sources;
+    declaring them here by type lets a scenario set any of them and get a typo reported by name.
+    """
+    import dataclasses
+
+    entries = {}
+    for cls in classes:
+        for f in dataclasses.fields(cls):
+            if isinstance(f.default, (bool, int, float, str)):
+                entries[f.name] = Field(type(f.default), default=f.default, doc=f"see {cls.__module__}.{cls.__name__}")
+    return entries
+
+
+def _extend_qkd_schema() -> None:
+    from harness.qkd.config import Calibration, DeviceParams, PostProcessingParams
+
+    qkd = SCHEMA["qkd"]
+    qkd.update({k: v for k, v in _dataclass_fields(DeviceParams, PostProcessingParams).items() if k not in qkd})
+    qkd["eve_intercept_fraction"] = Field(float, default=0.0, minimum=0.0, maximum=1.0,
+                                          doc="share of pulses an intercept-resend eavesdropper measures")
+    calibration = qkd["calibration"]
+    calibration.update({k: v for k, v in _dataclass_fields(Calibration).items() if k not in calibration})
+    calibration["target_loss_db"] = Field(list, default=[4.0, 7.0], doc="losses of the calibration points")
+    calibration["target_rate_bps"] = Field(list, default=[1880.0, 1220.0], doc="secret key rates measured there")
+
+
+_extend_qkd_schema()
 
 
 @dataclass
@@ -138,7 +178,7 @@ class Scenario:
             for part in parents:
                 target = target[part]
             target[key] = value
-        return Scenario(self.path, _validate(data, SCHEMA, self.path, ()))
+        return Scenario(self.path, _check_semantics(_validate(data, SCHEMA, self.path, ()), self.path))
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -169,7 +209,18 @@ def load(name_or_path: str) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    return Scenario(path, _validate(raw, SCHEMA, path, ()))
+    return Scenario(path, _check_semantics(_validate(raw, SCHEMA, path, ()), path))
+
+
+def _check_semantics(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """Checks that need the owning core: the QKD model validates its own parameter combinations."""
+    from harness.qkd.config import QkdConfigError, QkdLinkConfig
+
+    try:
+        QkdLinkConfig.from_scenario(data["qkd"], data["fibre"])
+    except (QkdConfigError, ValueError, TypeError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    return data
 
 
 def _validate(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path,

@@ -36,6 +36,7 @@ class Testbed:
     run_dir: Path
     state: RunState
     seed: int = 1
+    modes: tuple[str, ...] = ()
     caps: capabilities.Capabilities = field(default_factory=capabilities.probe)
     processes: ProcessGroup | None = None
     net: network.QiotNetwork | None = None
@@ -57,6 +58,25 @@ class Testbed:
         return {"switch": f"Open vSwitch, {self.caps.switch_datapath} datapath, OpenFlow 1.3",
                 "controller": "os-ken, controllers.l2switch",
                 "shaping": shaping.describe(self.caps.shaping, self.wireless(), self.fibre_delay_ms())}
+
+    #: TCP port of the gateway's key relay on the wireless side (devices fetch QKD keys there).
+    relay_port: int = 8443
+
+    def key_captures(self, mode: str, pcap_dir: Path) -> list[ManagedProcess]:
+        """Captures of the key traffic of ``mode`` (the Clavis datagrams of Fig. 2e in QKD mode)."""
+        return []
+
+    def platform_key_args(self, mode: str) -> list[str]:
+        """Arguments telling the platform where its keys come from in ``mode``."""
+        if mode == "dkg":
+            return []
+        raise NotImplementedError("QKD key services are not wired yet")
+
+    def device_key_spec(self, mode: str) -> dict:
+        """Fleet-spec entries telling devices where to get keys in ``mode``."""
+        if mode == "dkg":
+            return {}
+        raise NotImplementedError("QKD key services are not wired yet")
 
     def up(self) -> "Testbed":
         """Bring everything up; on any failure, tear down what was started and re-raise."""

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from harness.clock import EmulatedClock
 from harness.devices.agent import DeviceAgent, DeviceConfig, SentRecord
+from harness.devices.keysteps import DkgKeySteps, KeySteps, QkdKeySteps
+from harness.energy import DeviceProfile, IntervalRow, write_energy_csv
 from harness.netns import enter_netns
 
 
@@ -43,6 +45,30 @@ class SentLog:
         self._file.close()
 
 
+class EnergyLog:
+    """Thread-safe appender of energy rows to ``energy.csv``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, rows: list[IntervalRow]) -> None:
+        if rows:
+            with self._lock:
+                write_energy_csv(self.path, rows, append=True)
+
+
+def key_steps_for(config: DeviceConfig, spec: dict, timeline_charge) -> KeySteps:
+    """The key steps of the configured mode for one device."""
+    if config.mode == "dkg":
+        return DkgKeySteps(config.device_id, config.dkg_curve, config.broker_host, config.broker_port,
+                           config.mqtt_qos)
+    from harness.kme.pki import provision_device
+
+    credentials = provision_device(Path(spec["pki_dir"]), config.device_id)
+    return QkdKeySteps(config.device_id, config.qkd_transport, spec["relay_url"], credentials, timeline_charge)
+
+
 def run_fleet(spec: dict) -> int:
     """Run every device of ``spec`` to the end of the run; return the number of devices that failed."""
     clock = EmulatedClock(spec["clock_epoch"], spec["time_scale"])
@@ -50,6 +76,10 @@ def run_fleet(spec: dict) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     log = SentLog(Path(spec["out_dir"]) / "sent.csv")
+    energy_log = EnergyLog(Path(spec["out_dir"]) / "energy.csv")
+    profile = DeviceProfile.load(spec["energy_profile"])
+    if spec.get("profile_overrides"):
+        profile = profile.with_values(spec["profile_overrides"])
     entered = threading.Barrier(len(spec["devices"]) + 1)
     failures: list[str] = []
 
@@ -62,7 +92,10 @@ def run_fleet(spec: dict) -> int:
             return
         entered.wait()
         try:
-            DeviceAgent(DeviceConfig(**device["config"]), clock, spec["end_emul_s"], log, stop).run()
+            config = DeviceConfig(**device["config"])
+            agent = DeviceAgent(config, profile, None, clock, spec["end_emul_s"], log, energy_log, stop)
+            agent.keys = key_steps_for(config, spec, lambda ops: [agent.timeline.compute(op) for op in ops])
+            agent.run()
         except Exception as exc:  # one broken device must not end the others' run; it is reported
             failures.append(f"{device['config']['device_id']}: {type(exc).__name__}: {exc}")
 

@@ -21,7 +21,7 @@ from harness.energy.energest import STATES, DeviceTimeline
 from harness.energy.profile import DeviceProfile
 
 MODES = ("qkd", "dkg")
-QKD_TRANSPORTS = ("tls_full", "tls_resumed", "psk_wrap")
+QKD_TRANSPORTS = ("tls_full", "tls_resume", "psk_wrap")
 DKG_CURVES = ("p256", "x25519")
 
 # Application-level message sizes (bytes) a pure simulation assumes for TX air time; a networked
@@ -143,7 +143,7 @@ def _qkd_key_steps(transport: str) -> list[Step]:
         return [Step("qkd_fetch", "network", round_trips=2, nbytes=WIRE_BYTES["key_request"],
                      bytes_rx=WIRE_BYTES["wrapped_key"]),
                 Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["aes_key_unwrap"])]
-    if transport == "tls_resumed":
+    if transport == "tls_resume":
         # TCP connect + abbreviated handshake (1 RTT) + GET: symmetric crypto only.
         return [Step("qkd_fetch", "network", round_trips=3,
                      nbytes=WIRE_BYTES["tls_resumed_client"] + WIRE_BYTES["key_request"],

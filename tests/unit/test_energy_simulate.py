@@ -18,7 +18,7 @@ def run(profile, mode, **kwargs):
     return simulate(profile, SimConfig(mode=mode, duration_s=kwargs.pop("duration_s", HOURS), **kwargs))
 
 
-@pytest.mark.parametrize("mode,transport", [("qkd", "psk_wrap"), ("qkd", "tls_resumed"), ("qkd", "tls_full"),
+@pytest.mark.parametrize("mode,transport", [("qkd", "psk_wrap"), ("qkd", "tls_resume"), ("qkd", "tls_full"),
                                             ("dkg", "psk_wrap")])
 def test_state_times_add_up_and_every_reading_decrypts(fipy, mode, transport):
     result = run(fipy, mode, devices=3, qkd_transport=transport, duration_s=2.5 * 3600)
@@ -64,7 +64,7 @@ def test_doubling_ecc_time_raises_dkg_energy_only(fipy):
     # 6 refreshes x (keygen + ECDH) more listen time at the listen current.
     added = 6 * (0.266 + 0.265) * fipy.currents_ma["radio_listen"] / 1000 * fipy.voltage_v
     assert dkg2.energy_j - dkg.energy_j == pytest.approx(added, rel=1e-3)
-    for transport in ("psk_wrap", "tls_resumed"):
+    for transport in ("psk_wrap", "tls_resume"):
         qkd, qkd2 = (run(p, "qkd", qkd_transport=transport).cumulative[0] for p in (fipy, doubled))
         assert qkd2.energy_j == pytest.approx(qkd.energy_j, rel=1e-12)
     # A full TLS handshake is ECC too, so it does get dearer.

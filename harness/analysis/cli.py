@@ -1,0 +1,127 @@
+"""Click commands of the analysis: ``analyze``, ``compare``, ``plot``, ``capacity``.
+
+The main CLI registers them with ``cli.add_command(...)``; every library error becomes a one-line
+:class:`click.ClickException`, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+#: Same as ``harness.analysis.series.DEFAULT_INTERVAL_S`` (a test checks); repeated here so that
+#: registering these commands does not import pandas and scipy at CLI start-up.
+DEFAULT_INTERVAL_S = 3600.0
+
+
+def _friendly(func):
+    """Turn the library's ValueError family (RunDirError, ScenarioError, ...) into ClickException."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except click.ClickException:
+            raise
+        except (ValueError, OSError) as exc:
+            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        except ImportError as exc:
+            raise click.ClickException(f"missing component: {exc}") from None
+    return wrapper
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text)
+
+
+@click.command("analyze")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--interval-s", type=click.FloatRange(min=1.0), default=DEFAULT_INTERVAL_S, show_default=True,
+              help="series interval in emulated seconds")
+@click.option("--broker-port", type=click.IntRange(1, 65535), default=None,
+              help="MQTT port in the captures (default: metadata mqtt_port or 1883)")
+@_friendly
+def analyze(run_dir: str, interval_s: float, broker_port: int | None) -> None:
+    """Parse the captures of RUN_DIR and write wire.csv, capture.json and series.csv per mode."""
+    from harness.analysis.analyze import analyze_run
+    report = analyze_run(run_dir, interval_s, broker_port)
+    for mode, info in report["modes"].items():
+        drops = info["capture_drops"]
+        note = "no broker capture" if drops is None else f"capture drops: {drops}, wire-only: {info['wire_only']}"
+        click.echo(f"{mode}: {', '.join(info['files'])} ({note})")
+
+
+@click.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write here instead of stdout")
+@click.option("--baseline", default=None, help="label to take relative differences against (default: first dkg)")
+@_friendly
+def compare(run_dirs: tuple[str, ...], fmt: str, output: str | None, baseline: str | None) -> None:
+    """Compare RDC, battery life, latency and loss (mean, 95% CI, relative difference) across runs."""
+    from harness.analysis.compare import compare_runs, render_table, to_json
+    frame = compare_runs(list(run_dirs), baseline)
+    if fmt == "table":
+        _emit(render_table(frame), output)
+    elif fmt == "csv":
+        _emit(frame.to_csv(index=False), output)
+    else:
+        _emit(to_json(frame), output)
+
+
+@click.command("plot")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out-dir", type=click.Path(file_okay=False), default=None,
+              help="where to write figures (default RUN_DIR/figures)")
+@_friendly
+def plot(run_dir: str, out_dir: str | None) -> None:
+    """Draw Fig. 2a-e (PNG and PDF) from the stored results of RUN_DIR."""
+    from harness.analysis.plots import plot_run
+    written, skipped = plot_run(run_dir, out_dir)
+    for path in written:
+        click.echo(f"wrote {path}")
+    for note in skipped:
+        click.echo(f"skipped {note}", err=True)
+
+
+@click.command("capacity")
+@click.option("--scenario", "scenario_name", required=True, help="scenario name (hpn, bcn) or .toml path")
+@click.option("--loss-db", "loss_db", multiple=True,
+              help="loss value(s) in dB: numbers, comma lists or start:stop:step (default 0:15:0.5)")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write here instead of stdout")
+@click.option("--plot", "plot_stem", type=click.Path(dir_okay=False), default=None,
+              help="also draw Fig. 2d to this path (.png and .pdf are written)")
+@_friendly
+def capacity(scenario_name: str, loss_db: tuple[str, ...], fmt: str, output: str | None,
+             plot_stem: str | None) -> None:
+    """Fig. 2d: keys per refresh, devices servable and key-buffer fill time versus optical loss."""
+    from harness.analysis.capacity import (DEFAULT_LOSS_GRID, capacity_table, paper_points_table,
+                                           parse_loss_values, render_capacity)
+    from harness.scenario import load
+    scenario = load(scenario_name)
+    qkd = scenario.section("qkd")
+    losses = parse_loss_values(loss_db) if loss_db else list(DEFAULT_LOSS_GRID)
+    table = capacity_table(qkd, losses)
+    points = paper_points_table(qkd)
+    if fmt == "table":
+        _emit(render_capacity(table, points, scenario.name), output)
+    elif fmt == "csv":
+        _emit(table.to_csv(index=False), output)
+    else:
+        _emit(json.dumps({"scenario": scenario.name, "curve": json.loads(table.to_json(orient="records")),
+                          "paper_points": json.loads(points.to_json(orient="records"))}, indent=2), output)
+    if plot_stem:
+        from harness.analysis.plots import fig2d_capacity
+        for path in fig2d_capacity(table, points, Path(plot_stem)):
+            click.echo(f"wrote {path}", err=True)
+
+
+#: Commands for the main CLI: ``for c in COMMANDS: cli.add_command(c)``.
+COMMANDS = (analyze, compare, plot, capacity)

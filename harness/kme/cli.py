@@ -1,0 +1,113 @@
+"""``qiot kme``: a pair of ETSI GS QKD 014 KMEs on loopback, for researchers' own ETSI clients."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from . import etsi, pki
+from .emulink import ClavisLinkPair
+from .pair import ALICE_KME_ID, BOB_KME_ID, start_pair
+from .suppliers import ClavisSupplier
+
+HELP = f"""Run a pair of ETSI GS QKD 014 KMEs on loopback, fed by an emulated QKD link.
+
+Alice's KME ({ALICE_KME_ID}, the gateway side) and Bob's KME ({BOB_KME_ID}, the data-centre side)
+take keys over the Clavis2 UDP interface from an emulated link producing keys at the scenario's
+secret-key rate. Both serve ETSI 014 over mutual TLS (TLS 1.2+, client certificate required).
+
+\b
+Files written to PKI (kept and reused if present):
+  PKI/ca.crt                   CA certificate: trust it in your client
+  PKI/ca.key                   CA private key (stays here)
+  PKI/sae/<SAE_ID>.crt, .key   client certificate + key per SAE; SAE ID = subject CN
+  PKI/kme/{ALICE_KME_ID}.crt, PKI/kme/{BOB_KME_ID}.crt (+ .key)
+                               KME server certificates (SAN: DNS = KME ID, IP = --host)
+  PKI/psk/<device>.psk         per-device pre-shared keys (only with --devices)
+
+\b
+Example (master SAE "gateway" at Alice's KME, slave SAE "platform" at Bob's):
+  curl --cacert PKI/ca.crt --cert PKI/sae/gateway.crt --key PKI/sae/gateway.key \\
+       -X POST -H 'Content-Type: application/json' -d '{{"number": 2}}' \\
+       https://127.0.0.1:8444/api/v1/keys/platform/enc_keys
+  curl --cacert PKI/ca.crt --cert PKI/sae/platform.crt --key PKI/sae/platform.key \\
+       'https://127.0.0.1:8443/api/v1/keys/gateway/dec_keys?key_ID=<key_ID>'
+"""
+
+
+def _rate_from_scenario(scenario: str | None, loss_db: float | None) -> tuple[float, int, int]:
+    """(rate bit/s, buffer keys, key bits) from a scenario's [fibre]/[qkd] sections."""
+    from harness import scenario as scen
+    from harness.qkd.rate import secret_key_rate
+    try:
+        sc = scen.load(scenario or "hpn")
+    except scen.ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    qkd = sc.section("qkd")
+    loss = sc.section("fibre")["loss_db"] if loss_db is None else loss_db
+    return secret_key_rate(loss, qkd["calibration"]), qkd["buffer_bits"] // qkd["key_bits"], qkd["key_bits"]
+
+
+@click.command("kme", help=HELP)
+@click.option("--pki", "pki_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="folder for the CA and certificates (created if missing)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="loopback address to listen on")
+@click.option("--alice-port", default=8444, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--bob-port", default=8443, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--sae", "saes", multiple=True, default=("gateway", "platform"), show_default=True,
+              help="SAE id to make a client certificate for (repeatable)")
+@click.option("--devices", default=0, show_default=True, type=click.IntRange(0, 5000),
+              help="also make SAE certificates and PSKs for devices d1..dN")
+@click.option("--scenario", default="hpn", show_default=True, help="scenario for loss, calibration, buffer")
+@click.option("--loss-db", type=float, default=None, help="override the scenario's quantum-channel loss")
+@click.option("--rate-bps", type=click.FloatRange(min=0), default=None,
+              help="secret-key rate in bit/s (default: from the scenario's calibration)")
+@click.option("--prefill", type=click.IntRange(min=0), default=None,
+              help="keys in the buffer at start (default: a full buffer)")
+@click.option("--seed", type=int, default=1, show_default=True, help="seed of the emulated key bits")
+def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[str, ...], devices: int,
+        scenario: str, loss_db: float | None, rate_bps: float | None, prefill: int | None, seed: int) -> None:
+    """Serve the KME pair until Ctrl-C / SIGTERM."""
+    if not host.startswith("127."):
+        raise click.BadParameter("qiot kme serves loopback only (127.0.0.0/8)", param_hint="--host")
+    try:
+        ca = pki.CertificateAuthority(pki_dir)
+        for sae in saes:
+            ca.ensure(sae, "SAE")
+        for i in range(1, devices + 1):
+            pki.provision_device(pki_dir, f"d{i}")
+    except (pki.PkiError, OSError) as exc:
+        raise click.ClickException(f"PKI folder {pki_dir}: {exc}") from None
+    model_rate, buffer_keys, key_bits = _rate_from_scenario(scenario, loss_db)
+    rate = model_rate if rate_bps is None else rate_bps
+    link = ClavisLinkPair(rate, buffer_keys, key_bits, seed, buffer_keys if prefill is None else prefill, host)
+    link.start()
+    limits = etsi.KmeLimits(key_size=key_bits, max_key_size=key_bits, max_key_count=buffer_keys)
+    try:
+        pair = start_pair(pki_dir, ClavisSupplier(link.alice.address, issuing=False),
+                          ClavisSupplier(link.bob.address, issuing=True,
+                                                         count=lambda: link.bob_buffer.available), host, alice_port, bob_port, limits)
+    except OSError as exc:
+        link.stop()
+        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+    click.echo(f"{ALICE_KME_ID} (Alice, gateway side): {pair.alice_url}")
+    click.echo(f"{BOB_KME_ID} (Bob, data-centre side): {pair.bob_url}")
+    click.echo(f"QKD link: {rate:.0f} bit/s, buffer {buffer_keys} keys of {key_bits} bit")
+    click.echo(f"CA: {ca.cert_path}; SAE certificates: {Path(pki_dir) / 'sae'}/<SAE_ID>.crt/.key")
+    click.echo("READY")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        pair.stop()
+        link.stop()
+
+
+if __name__ == "__main__":
+    kme()

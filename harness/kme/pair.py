@@ -1,0 +1,60 @@
+"""A pair of KMEs (Alice's and Bob's) served in this process on loopback: for ``qiot kme``, tests
+and the benchmark. In ``qiot run`` each KME is its own process (:mod:`harness.kme.server`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import etsi, pki
+from .kme import KeyManager
+from .server import KmeServer, MtlsPeerLink
+from .suppliers import KeySupplier
+
+ALICE_KME_ID = "kme-alice"  # the gateway side (paper Fig. 1: Alice resides in the IoT network)
+BOB_KME_ID = "kme-bob"      # the data-centre side (Bob is connected to the DC server)
+
+
+@dataclass
+class KmePair:
+    """Two running KMEs; ``alice_url``/``bob_url`` are their https base URLs."""
+
+    alice: KmeServer
+    bob: KmeServer
+    pki_dir: Path
+
+    @property
+    def alice_url(self) -> str:
+        return f"https://{self.alice.server_address[0]}:{self.alice.port}"
+
+    @property
+    def bob_url(self) -> str:
+        return f"https://{self.bob.server_address[0]}:{self.bob.port}"
+
+    def stop(self) -> None:
+        """Shut both servers down."""
+        for server in (self.alice, self.bob):
+            server.kme.close()
+            server.shutdown()
+            server.server_close()
+
+
+def start_pair(pki_dir: str | os.PathLike[str], alice_supplier: KeySupplier, bob_supplier: KeySupplier,
+               host: str = "127.0.0.1", alice_port: int = 0, bob_port: int = 0,
+               limits: etsi.KmeLimits | None = None) -> KmePair:
+    """Create the KME certificates if needed and serve both KMEs; ports 0 pick free ones."""
+    ca = pki.CertificateAuthority(pki_dir)
+    ids = (ALICE_KME_ID, BOB_KME_ID)
+    entities = [ca.ensure(kme_id, "KME", (host,)) for kme_id in ids]
+    servers = []
+    for (own, peer_id), supplier, port in zip(((entities[0], ids[1]), (entities[1], ids[0])),
+                                              (alice_supplier, bob_supplier), (alice_port, bob_port)):
+        kme = KeyManager(own.entity_id, peer_id, supplier, None, limits)
+        servers.append(KmeServer((host, port), kme, own))
+    pair = KmePair(servers[0], servers[1], Path(pki_dir))
+    pair.alice.kme.peer = MtlsPeerLink(pair.bob_url, BOB_KME_ID, entities[0])
+    pair.bob.kme.peer = MtlsPeerLink(pair.alice_url, ALICE_KME_ID, entities[1])
+    for server in servers:
+        server.start_in_thread()
+    return pair

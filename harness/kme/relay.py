@@ -1,0 +1,179 @@
+"""The gateway relay: serves each device its current QKD key over the configured wireless transport.
+
+Transports (scenario setting, because the device's energy is sensitive to their cost):
+
+* ``tls_full``   HTTPS, the device presents its SAE certificate; a full handshake per fetch.
+* ``tls_resume`` the same, but the device resumes its previous TLS session when it can.
+* ``psk_wrap``   plain HTTP; the key travels AES-GCM-wrapped under the device's pre-shared key
+  (:mod:`harness.kme.wrap`), bound to a challenge the device sends.
+
+Routes: TLS transports ``GET /device/v1/key`` (device = client-certificate CN);
+``psk_wrap`` ``GET /device/v1/{device_id}/key?challenge=<base64url>``. Answers:
+``{"device", "key_ID", "valid_until_t_emul", "key"}`` (TLS) or ``..., "nonce", "wrapped"}`` (psk).
+
+Run: ``python -m harness.kme.relay --listen ADDR:PORT --transport tls_full --pki DIR
+--kme https://ADDR:PORT --device d1 --device d2 ...``; provisions the devices' keys, prints
+``READY`` and refreshes keys every ``--refresh-period-s`` emulated seconds; SIGTERM exits cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import logging
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any, Mapping
+
+from harness.clock import EmulatedClock
+
+from . import etsi, pki
+from .client import EtsiClient
+from .lifecycle import GatewayKeyLifecycle
+from .server import parse_address, serve_until_signal
+from .tlshttp import JsonHandler, MtlsHttpServer, server_context
+from .wrap import CHALLENGE_BYTES, wrap_key
+
+TRANSPORTS = ("tls_full", "tls_resume", "psk_wrap")
+RELAY_ID = "relay-gw"  # default entity id of the relay's server certificate (relay/<id>.crt)
+
+log = logging.getLogger(__name__)
+
+
+class RelayHandler(JsonHandler):
+    """Answers device key fetches from the lifecycle's current keys."""
+
+    server: "RelayServer"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        try:
+            status, body = 200, self._answer()
+        except etsi.EtsiError as exc:
+            status, body = exc.status, exc.body()
+        self.send_json(status, body)
+
+    def _answer(self) -> dict[str, Any]:
+        srv = self.server
+        url = urllib.parse.urlsplit(self.path)
+        parts = url.path.strip("/").split("/")
+        if srv.transport == "psk_wrap":
+            if len(parts) != 4 or parts[:2] != ["device", "v1"] or parts[3] != "key":
+                raise etsi.EtsiError(404, "no such resource")
+            device = parts[2]
+            query = urllib.parse.parse_qs(url.query)
+            try:
+                challenge = base64.urlsafe_b64decode(query["challenge"][0])
+            except (KeyError, ValueError):
+                raise etsi.bad_request("challenge (base64url) is required") from None
+            if len(challenge) != CHALLENGE_BYTES:
+                raise etsi.bad_request(f"challenge must be {CHALLENGE_BYTES} bytes")
+        else:
+            if parts != ["device", "v1", "key"]:
+                raise etsi.EtsiError(404, "no such resource")
+            device, role = self.peer_identity()
+            if role != "SAE":
+                raise etsi.unauthorized()
+        if srv.transport == "psk_wrap" and device not in srv.psks:
+            raise etsi.EtsiError(404, "unknown device")
+        current = srv.lifecycle.current(device)
+        if current is None:
+            if device in srv.lifecycle.devices:
+                raise etsi.unavailable("no key provisioned yet")
+            raise etsi.EtsiError(404, "unknown device")
+        answer: dict[str, Any] = {"device": device, "key_ID": current.key_id,
+                                  "valid_until_t_emul": current.valid_until_t_emul}
+        if srv.transport == "psk_wrap":
+            nonce, wrapped = wrap_key(srv.psks[device], device, current.key_id, challenge, current.key)
+            answer["nonce"] = base64.b64encode(nonce).decode()
+            answer["wrapped"] = base64.b64encode(wrapped).decode()
+        else:
+            answer["key"] = base64.b64encode(current.key).decode()
+        return answer
+
+
+class RelayServer(MtlsHttpServer):
+    """The relay's HTTP(S) server; ``psks`` maps device id -> pre-shared key (psk_wrap only)."""
+
+    def __init__(self, address: tuple[str, int], transport: str, lifecycle: GatewayKeyLifecycle,
+                 pki_dir: Path, relay_id: str = RELAY_ID, psks: Mapping[str, bytes] | None = None,
+                 host_ips: tuple[str, ...] = ()):
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
+        self.transport = transport
+        self.lifecycle = lifecycle
+        self.psks = dict(psks or {})
+        tls = None
+        if transport != "psk_wrap":
+            entity = pki.CertificateAuthority(pki_dir).ensure(relay_id, "RELAY", host_ips or (address[0],))
+            tls = server_context(entity.cert, entity.key, entity.ca)
+        super().__init__(address, RelayHandler, tls)
+
+    @property
+    def url(self) -> str:
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://{self.server_address[0]}:{self.port}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m harness.kme.relay``."""
+    ap = argparse.ArgumentParser(prog="python -m harness.kme.relay", description=__doc__.split("\n")[0])
+    ap.add_argument("--listen", required=True, help="ADDR:PORT devices connect to")
+    ap.add_argument("--transport", required=True, choices=TRANSPORTS)
+    ap.add_argument("--pki", required=True, type=Path, help="PKI folder (harness.kme.pki layout)")
+    ap.add_argument("--relay-id", default=RELAY_ID, help="relay certificate id (relay/<id>.crt)")
+    ap.add_argument("--kme", required=True, help="https://ADDR:PORT of the gateway-side (Alice's) KME")
+    ap.add_argument("--kme-id", default="kme-alice")
+    ap.add_argument("--sae-id", default="gateway", help="the gateway's SAE id (master SAE)")
+    ap.add_argument("--slave-sae-id", default="platform", help="the IoT platform's SAE id (slave SAE)")
+    ap.add_argument("--device", action="append", required=True,
+                    help="device id (repeatable, or comma-separated); provisioning asks one key each")
+    ap.add_argument("--refresh-period-s", type=float, default=1800.0,
+                    help="emulated seconds between key refreshes (paper: 30 min)")
+    ap.add_argument("--max-key-per-request", type=int, default=1000)
+    ap.add_argument("--clock-epoch", type=float, default=None, help="emulated clock epoch (wall s)")
+    ap.add_argument("--time-scale", type=float, default=1.0)
+    ap.add_argument("--provision-timeout-s", type=float, default=60.0,
+                    help="wall seconds to keep retrying the first provisioning (buffer may be filling)")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    devices = [d for item in args.device for d in item.split(",") if d]
+    try:
+        listen = parse_address(args.listen, "--listen")
+        for device in devices:
+            pki.check_id(device, "--device")
+        gateway = pki.entity_paths(args.pki, args.sae_id, "SAE")
+        clock = EmulatedClock(args.clock_epoch if args.clock_epoch is not None else time.time(), args.time_scale)
+        kme = EtsiClient(args.kme, args.kme_id, gateway.ca, gateway.cert, gateway.key)
+        lifecycle = GatewayKeyLifecycle(kme, args.slave_sae_id, devices, args.refresh_period_s,
+                                        args.max_key_per_request)
+        psks = ({d: pki.load_psk(args.pki, d) for d in devices}
+                if args.transport == "psk_wrap" else None)
+        server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.provision_timeout_s
+    while True:
+        try:
+            lifecycle.provision(clock.now())
+            break
+        except (etsi.EtsiError, OSError) as exc:
+            if time.monotonic() > deadline:
+                print(f"error: could not provision device keys from {args.kme}: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+    stop = threading.Event()
+    threading.Thread(target=lifecycle.run, args=(clock.now, clock.sleep_until, stop),
+                     name="key-refresh", daemon=True).start()
+    try:
+        return serve_until_signal(server)
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

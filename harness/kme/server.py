@@ -1,0 +1,221 @@
+"""The KME process: ETSI GS QKD 014 over mutual TLS, plus the KME-to-KME channel (also mTLS).
+
+Routes (SAE callers: client certificate OU=SAE, SAE ID = CN)::
+
+    GET       /api/v1/keys/{slave_SAE_ID}/status
+    POST|GET  /api/v1/keys/{slave_SAE_ID}/enc_keys     GET takes only ?number=&size=
+    POST|GET  /api/v1/keys/{master_SAE_ID}/dec_keys    GET takes ?key_ID= (repeatable)
+
+KME-to-KME (caller certificate OU=KME, CN = the configured peer KME id; anyone else 401)::
+
+    POST /kme/v1/issue    {"master_SAE_ID", "slave_SAE_ID", "number", "size"} -> {"key_IDs": [...]}
+    POST /kme/v1/reserve  {"master_SAE_ID", "slave_SAE_ID", "size", "key_IDs": [...]} -> {}
+    GET  /kme/v1/stored   -> {"stored_key_count": n}
+
+Run: ``python -m harness.kme.server --listen 127.0.0.1:8443 --kme-id kme-bob --peer-kme-id kme-alice
+--peer-kme https://127.0.0.1:8444 --pki DIR --clavis 127.0.0.1:5323 --issuing``; prints ``READY``
+once listening and exits cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from . import etsi, pki
+from .client import HttpClient
+from .kme import KeyManager
+from .suppliers import ClavisSupplier, KeySupplier
+from .tlshttp import JsonHandler, MtlsHttpServer, client_context, server_context
+
+log = logging.getLogger(__name__)
+
+
+class MtlsPeerLink:
+    """:class:`harness.kme.kme.PeerLink` over mTLS, with a pool of kept-alive connections.
+
+    Why a pool and not one connection per thread: the server runs a thread per SAE connection, so
+    per-thread connections would cost a fresh TLS handshake to the peer for every new SAE connection.
+    """
+
+    def __init__(self, peer_url: str, peer_kme_id: str, own: pki.Entity, timeout_s: float = 10.0):
+        self.peer_url, self.peer_kme_id = peer_url, peer_kme_id
+        self._tls = client_context(own.ca, own.cert, own.key)
+        self.timeout_s = timeout_s
+        self._idle: list[HttpClient] = []
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, path: str, body: Any | None = None) -> Any:
+        with self._lock:
+            client = self._idle.pop() if self._idle else None
+        if client is None:
+            client = HttpClient(self.peer_url, self._tls, self.peer_kme_id, timeout_s=self.timeout_s)
+        try:
+            status, data = client.request(method, path, body)
+        except OSError as exc:  # includes ssl.SSLError and timeouts
+            client.close()
+            raise etsi.unavailable(f"peer KME unreachable ({type(exc).__name__})") from None
+        with self._lock:
+            self._idle.append(client)
+        if status != 200:
+            data = data if isinstance(data, dict) else {}
+            raise etsi.EtsiError(status if status in (400, 401) else 503, data.get("message", ""),
+                                 data.get("details"))
+        return data
+
+    def issue(self, master: str, slave: str, number: int, size: int) -> list[str]:
+        data = self._call("POST", "/kme/v1/issue", {"master_SAE_ID": master, "slave_SAE_ID": slave,
+                                                    "number": number, "size": size})
+        return list(data["key_IDs"])
+
+    def reserve(self, master: str, slave: str, size: int, key_ids: list[str]) -> None:
+        self._call("POST", "/kme/v1/reserve", {"master_SAE_ID": master, "slave_SAE_ID": slave,
+                                               "size": size, "key_IDs": key_ids})
+
+    def stored_key_count(self) -> int:
+        return int(self._call("GET", "/kme/v1/stored")["stored_key_count"])
+
+
+class KmeHandler(JsonHandler):
+    """Routes one request to the :class:`KeyManager` held by the server."""
+
+    server: "KmeServer"
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            body = self.read_body()
+        except ValueError:
+            self.send_json(400, {"message": "request body too large"})
+            return
+        url = urllib.parse.urlsplit(self.path)
+        query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+        try:
+            status, answer = 200, self._route(method, url.path, query, body)
+        except etsi.EtsiError as exc:
+            status, answer = exc.status, exc.body()
+        except Exception:  # a bug must not kill the connection thread silently nor leak detail
+            log.exception("internal error on %s %s", method, url.path)
+            status, answer = 503, {"message": "internal error"}
+        self.send_json(status, answer)
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> Any:
+        kme = self.server.kme
+        cn, ou = self.peer_identity()
+        if path.startswith("/kme/v1/"):
+            if ou != "KME" or cn != kme.peer_kme_id:
+                raise etsi.unauthorized()
+            return self._route_peer(method, path, body)
+        parts = path[len(etsi.API_PREFIX):].split("/") if path.startswith(etsi.API_PREFIX) else []
+        if len(parts) != 2 or not parts[0] or parts[1] not in ("status", "enc_keys", "dec_keys"):
+            raise etsi.EtsiError(404, "no such resource")
+        sae_in_path, action = urllib.parse.unquote(parts[0]), parts[1]
+        if ou != "SAE" or not cn:
+            raise etsi.unauthorized()
+        if action == "status":
+            if method != "GET":
+                raise etsi.EtsiError(405, "status takes GET")
+            return kme.status(cn, sae_in_path)
+        if action == "enc_keys":
+            request = (etsi.key_request_from_query(query) if method == "GET"
+                       else etsi.key_request_from_json(body))
+            return kme.enc_keys(cn, sae_in_path, request)
+        key_ids = etsi.key_ids_from_query(query) if method == "GET" else etsi.key_ids_from_json(body)
+        return kme.dec_keys(cn, sae_in_path, key_ids)
+
+    def _route_peer(self, method: str, path: str, body: bytes) -> Any:
+        kme = self.server.kme
+        if path == "/kme/v1/stored" and method == "GET":
+            return {"stored_key_count": kme.stored_key_count()}
+        if method != "POST" or path not in ("/kme/v1/issue", "/kme/v1/reserve"):
+            raise etsi.EtsiError(404, "no such resource")
+        data = etsi.json_object(body)
+        try:
+            master, slave = str(data["master_SAE_ID"]), str(data["slave_SAE_ID"])
+            size = int(data["size"])
+            if path == "/kme/v1/issue":
+                return {"key_IDs": kme.peer_issue(master, slave, int(data["number"]), size)}
+            kme.peer_reserve(master, slave, size, [str(k) for k in data["key_IDs"]])
+            return {}
+        except (KeyError, TypeError, ValueError):
+            raise etsi.bad_request("malformed KME-to-KME request") from None
+
+
+class KmeServer(MtlsHttpServer):
+    """An mTLS HTTP server bound to one :class:`KeyManager`."""
+
+    def __init__(self, address: tuple[str, int], kme: KeyManager, identity: pki.Entity, **kwargs: Any):
+        self.kme = kme
+        super().__init__(address, KmeHandler, server_context(identity.cert, identity.key, identity.ca),
+                         **kwargs)
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    """``ADDR:PORT`` -> (addr, port); raise ValueError naming ``what`` otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{what}: {text!r} is not ADDR:PORT")
+    return host.strip("[]"), int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m harness.kme.server``."""
+    ap = argparse.ArgumentParser(prog="python -m harness.kme.server", description=__doc__.split("\n")[0])
+    ap.add_argument("--listen", required=True, help="ADDR:PORT to serve ETSI 014 and KME-to-KME on")
+    ap.add_argument("--kme-id", required=True, help="this KME's id (certificate kme/<id>.crt in --pki)")
+    ap.add_argument("--peer-kme-id", required=True, help="the other KME's id")
+    ap.add_argument("--peer-kme", required=True, help="the other KME's https://ADDR:PORT")
+    ap.add_argument("--pki", required=True, type=Path, help="PKI folder (harness.kme.pki layout)")
+    ap.add_argument("--clavis", required=True, help="ADDR:PORT of this end's Clavis key-extraction service")
+    ap.add_argument("--clavis-device-id", type=int, default=1, help="requestingDeviceID (1-12)")
+    ap.add_argument("--issuing", action="store_true",
+                    help="this end issues new keys (Bob's, request_new_key); else fetch by id (Alice's)")
+    ap.add_argument("--max-key-count", type=int, default=3906, help="key buffer size in keys (paper: 1 Mbit / 256 bit)")
+    ap.add_argument("--max-key-per-request", type=int, default=1000)
+    ap.add_argument("--prefetch", type=int, default=0, help="keys to pull ahead from Clavis (issuing end)")
+    ap.add_argument("--sae", action="append", default=None,
+                    help="SAE id allowed to call this KME (repeatable); default: any SAE of the CA")
+    ap.add_argument("--log-level", default="WARNING")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    try:
+        listen = parse_address(args.listen, "--listen")
+        clavis = parse_address(args.clavis, "--clavis")
+        own = pki.entity_paths(args.pki, args.kme_id, "KME")
+        supplier: KeySupplier = ClavisSupplier(clavis, issuing=args.issuing, device_id=args.clavis_device_id)
+        limits = etsi.KmeLimits(max_key_count=args.max_key_count, max_key_per_request=args.max_key_per_request)
+    except (ValueError, ImportError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    peer = MtlsPeerLink(args.peer_kme, args.peer_kme_id, own)
+    kme = KeyManager(args.kme_id, args.peer_kme_id, supplier, peer, limits,
+                     frozenset(args.sae) if args.sae else None, prefetch=args.prefetch)
+    return serve_until_signal(KmeServer(listen, kme, own))
+
+
+def serve_until_signal(server: MtlsHttpServer) -> int:
+    """Print READY, serve until SIGTERM/SIGINT, then shut down cleanly and return 0."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start_in_thread()
+    print(f"READY {server.server_address[0]}:{server.port}", flush=True)
+    stop.wait()
+    server.shutdown()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The key buffer (KB) at each end: FIFO of fixed-length keys with 64-bit ids, oldest evicted when full.
+
+Final bits from privacy amplification are appended to a bit stream and cut into keys in order, so
+Alice and Bob (which distil identical bits in the same order) assign the same id to the same key
+without talking. Ids start at 1 (id 0 means "a new key" in the Clavis request).
+
+"New key" requests hand out the oldest key not yet handed out; a key stays readable by id (the
+peer asks for it by id) until it is evicted, and a key read by id is not handed out as new. Keys handed out at one end are reported to the other
+end with the next block (:meth:`take_handed_out` / :meth:`mark_handed_out`), so the two ends do
+not hand the same key to two consumers (the window is one block).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+
+class KeyBuffer:
+    """Thread-safe FIFO key store with a fixed capacity in keys."""
+
+    def __init__(self, capacity_keys: int, key_bits: int = 256) -> None:
+        if capacity_keys < 1 or key_bits % 8:
+            raise ValueError("capacity must be >= 1 key and key_bits a multiple of 8")
+        self.capacity = capacity_keys
+        self.key_bits = key_bits
+        self._keys: OrderedDict[int, bytes] = OrderedDict()
+        self._handed_out: set[int] = set()
+        self._to_report: list[int] = []
+        self._pending_bits = np.zeros(0, np.uint8)
+        self._next_id = 1
+        self._lock = threading.Lock()
+        self.produced = 0
+        self.evicted = 0
+
+    def add_bits(self, bits: np.ndarray) -> list[int]:
+        """Append final key bits; cut whole keys, store them (evicting the oldest); return new ids."""
+        with self._lock:
+            stream = np.concatenate([self._pending_bits, bits.astype(np.uint8)])
+            whole = stream.size // self.key_bits
+            self._pending_bits = stream[whole * self.key_bits:]
+            packed = np.packbits(stream[: whole * self.key_bits]).tobytes()
+            step = self.key_bits // 8
+            ids = []
+            for i in range(whole):
+                key_id = self._next_id
+                self._next_id += 1
+                self._keys[key_id] = packed[i * step:(i + 1) * step]
+                ids.append(key_id)
+                if len(self._keys) > self.capacity:
+                    old, _ = self._keys.popitem(last=False)
+                    self._handed_out.discard(old)
+                    self.evicted += 1
+            self.produced += whole
+            return ids
+
+    def get(self, key_id: int) -> bytes | None:
+        """The key with this id, or None if it was never made or has been evicted."""
+        with self._lock:
+            return self._keys.get(key_id)
+
+    def fetch(self, key_id: int) -> bytes | None:
+        """The key with this id for a consumer (by-id request): it is no longer handed out as new."""
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is not None and key_id not in self._handed_out:
+                self._handed_out.add(key_id)
+                self._to_report.append(key_id)
+            return key
+
+    def take_new(self) -> tuple[int, bytes] | None:
+        """Hand out the oldest key not handed out yet (at either end); None if there is none."""
+        with self._lock:
+            for key_id, key in self._keys.items():
+                if key_id not in self._handed_out:
+                    self._handed_out.add(key_id)
+                    self._to_report.append(key_id)
+                    return key_id, key
+            return None
+
+    def take_handed_out(self) -> list[int]:
+        """Ids handed out here since the last call (to tell the peer)."""
+        with self._lock:
+            ids, self._to_report = self._to_report, []
+            return ids
+
+    def mark_handed_out(self, ids) -> None:
+        """The peer handed these ids out: do not hand them out here as new keys."""
+        with self._lock:
+            self._handed_out.update(int(i) for i in ids if int(i) in self._keys)
+
+    def ids(self) -> list[int]:
+        """Ids currently stored, oldest first."""
+        with self._lock:
+            return list(self._keys)
+
+    @property
+    def stored(self) -> int:
+        """Keys in the buffer."""
+        with self._lock:
+            return len(self._keys)
+
+    @property
+    def available(self) -> int:
+        """Keys stored and not handed out yet."""
+        with self._lock:
+            return len(self._keys) - len(self._handed_out)
+
+    @property
+    def pending_bits(self) -> int:
+        """Final bits waiting to complete the next key."""
+        return int(self._pending_bits.size)

@@ -1,0 +1,247 @@
+"""The post-processing protocol of one block, run by Alice and Bob over the classical channel.
+
+Alice leads. Per block (messages in order; A = Alice, B = Bob):
+
+1. A->B ``BLOCK`` (block number, emulated start/end, key ids A handed out). Both draw the
+   block's detection events from the shared channel seed (:mod:`harness.qkd.physical`).
+2. Sifting. BB84: B->A ``CLICKS`` (clicked pulses and B's bases), A->B ``SIFT`` (basis-match mask).
+   SARG04: B->A ``CLICKS`` (pulses only), A->B ``SIFT`` (the pair of states per click),
+   B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``.
+3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there), B->A ``PE``
+   (estimated QBER, abort flag). Sampled bits are discarded. Abort above the QBER threshold.
+4. Error correction: A->B ``EC`` (permutation seed); B asks ``PARITY`` questions, A answers
+   ``PARITY_R``; B->A ``EC_DONE`` (bits corrected, parities leaked).
+5. Verification: A->B ``VERIFY`` (salt, tag), B->A ``VERIFY_R`` (match).
+6. Privacy amplification: A->B ``PA`` (final length, Toeplitz seed), B->A ``DONE``.
+
+Both ends then append the final bits to their key buffers, and each returns the same
+:class:`BlockStats`. Alice's public random choices come from her own seeded generator.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from harness.qkd.cascade import CascadeAlice, cascade_correct
+from harness.qkd.channel import Channel, ChannelError
+from harness.qkd.config import QkdLinkConfig
+from harness.qkd.keybuffer import KeyBuffer
+from harness.qkd.physical import (BobView, bb84_match, block_rng, generate_events, sarg04_announcement,
+                                  sarg04_conclude)
+from harness.qkd.privacy import final_length, toeplitz_hash, verification_tag
+from harness.qkd.rate import binary_entropy
+
+ALICE_STREAM = 1   # block_rng stream of Alice's public random choices (stream 0 is the quantum channel)
+
+
+@dataclass
+class BlockStats:
+    """What one block yielded (identical at both ends except ``duration_s``)."""
+
+    block: int
+    t_start: float
+    t_end: float
+    raw: int = 0              # detections (clicks)
+    sifted: int = 0
+    pe_bits: int = 0          # disclosed for QBER estimation
+    qber_est: float = 0.0     # from the PE sample
+    qber: float = 0.0         # errors Cascade corrected / bits corrected
+    leaked: int = 0           # parities revealed by Cascade
+    f_ec: float = 0.0         # leaked / (n h(qber))
+    verified: bool = False
+    final_bits: int = 0
+    keys_added: int = 0
+    keys_stored: int = 0
+    aborted: str = ""         # reason, empty if the block produced key
+    duration_s: float = 0.0   # wall-clock processing time
+
+    @classmethod
+    def columns(cls) -> list[str]:
+        """CSV column names."""
+        return [f.name for f in fields(cls)]
+
+    def row(self) -> list:
+        """CSV row in :meth:`columns` order."""
+        return list(asdict(self).values())
+
+
+def _finish(stats: BlockStats, buffer: KeyBuffer, final: np.ndarray, started: float) -> BlockStats:
+    stats.final_bits = int(final.size)
+    stats.keys_added = len(buffer.add_bits(final)) if final.size else 0
+    stats.keys_stored = buffer.stored
+    stats.duration_s = time.perf_counter() - started
+    return stats
+
+
+def _aborted(stats: BlockStats, buffer: KeyBuffer, reason: str, started: float) -> BlockStats:
+    stats.aborted = reason
+    return _finish(stats, buffer, np.zeros(0, np.uint8), started)
+
+
+def _pa_length(config: QkdLinkConfig, n: int, corrected: int, leaked: int) -> int:
+    post = config.post
+    return final_length(n, corrected / n if n else 0.0, leaked, post.verify_tag_bits, post.pa_margin_bits)
+
+
+class AliceEngine:
+    """Alice's side of the block protocol."""
+
+    def __init__(self, config: QkdLinkConfig, channel: Channel, seed: int, buffer: KeyBuffer) -> None:
+        self.config, self.channel, self.seed, self.buffer = config, channel, seed, buffer
+
+    def run_block(self, block: int, t_start: float, t_end: float) -> BlockStats:
+        """Run one block with Bob; return its statistics."""
+        started = time.perf_counter()
+        cfg, ch, post = self.config, self.channel, self.config.post
+        rng = block_rng(self.seed, block, ALICE_STREAM)
+        view = generate_events(cfg, self.seed, block, t_end - t_start).alice
+        ch.send("BLOCK", {"block": block, "t_start": t_start, "t_end": t_end,
+                          "handed_out": self.buffer.take_handed_out()})
+        _, info, arrays = ch.recv("CLICKS")
+        self.buffer.mark_handed_out(info["handed_out"])
+        stats = BlockStats(block, t_start, t_end, raw=int(arrays["pulse"].size))
+        at = np.searchsorted(view.pulse, arrays["pulse"])
+        if arrays["pulse"].size and (at.max() >= view.pulse.size or np.any(view.pulse[at] != arrays["pulse"])):
+            raise ChannelError("Bob announced clicks on pulses Alice never sent (seed or config mismatch)")
+        basis, bit = view.basis[at], view.bit[at]
+        if cfg.protocol == "BB84":
+            keep = bb84_match(basis, arrays["basis"])
+            ch.send("SIFT", keep=keep.astype(np.uint8))
+            key = bit[keep]
+        else:
+            z_value, x_value = sarg04_announcement(type(view)(arrays["pulse"], basis, bit), rng)
+            ch.send("SIFT", z=z_value, x=x_value)
+            _, _, reply = ch.recv("CONCLUSIVE")
+            key = basis[reply["keep"].astype(bool)]
+        stats.sifted = int(key.size)
+
+        sample = np.sort(rng.choice(key.size, int(round(post.pe_sample_fraction * key.size)), replace=False))
+        ch.send("SAMPLE", pos=sample.astype(np.int64), bits=key[sample])
+        _, pe, _ = ch.recv("PE")
+        stats.pe_bits, stats.qber_est = int(sample.size), float(pe["qber_est"])
+        if pe["abort"]:
+            return _aborted(stats, self.buffer, pe["abort"], started)
+        key = np.delete(key, sample)
+
+        perm_seed = int(rng.integers(0, 2**62))
+        ch.send("EC", {"perm_seed": perm_seed})
+        oracle = CascadeAlice(key, perm_seed, post.cascade_passes)
+        while True:
+            kind, info, arrays = ch.recv()
+            if kind == "PARITY":
+                ch.send("PARITY_R", parity=oracle.parities(arrays["lo"], arrays["hi"]))
+            elif kind == "EC_DONE":
+                break
+            else:
+                raise ChannelError(f"unexpected {kind!r} during error correction")
+        corrected, leaked = int(info["corrected"]), int(info["leaked"])
+        if leaked != oracle.answered:
+            raise ChannelError(f"Bob reports {leaked} leaked parities, Alice answered {oracle.answered}")
+        _record_ec(stats, key.size, corrected, leaked)
+
+        salt = rng.bytes(16)
+        ch.send("VERIFY", {"salt": salt.hex(), "tag": verification_tag(key, salt, post.verify_tag_bits).hex()})
+        _, verdict, _ = ch.recv("VERIFY_R")
+        stats.verified = bool(verdict["match"])
+        if not stats.verified:
+            return _aborted(stats, self.buffer, "verification failed", started)
+
+        m = _pa_length(cfg, key.size, corrected, leaked)
+        seed_bits = rng.integers(0, 2, key.size + m - 1 if m else 0, dtype=np.uint8)
+        ch.send("PA", {"m": m, "n_seed": int(seed_bits.size)}, seed=np.packbits(seed_bits))
+        ch.recv("DONE")
+        if m == 0:
+            return _aborted(stats, self.buffer, "no secret bits left", started)
+        return _finish(stats, self.buffer, toeplitz_hash(key, seed_bits, m), started)
+
+    def close(self) -> None:
+        """Tell Bob the link is shutting down."""
+        try:
+            self.channel.send("BYE")
+        except OSError:
+            pass
+
+
+def _record_ec(stats: BlockStats, n: int, corrected: int, leaked: int) -> None:
+    stats.qber = corrected / n if n else 0.0
+    stats.leaked = leaked
+    entropy = n * binary_entropy(stats.qber)
+    stats.f_ec = leaked / entropy if entropy > 0 else 0.0
+
+
+class BobEngine:
+    """Bob's side of the block protocol (answers Alice, drives Cascade)."""
+
+    def __init__(self, config: QkdLinkConfig, channel: Channel, seed: int, buffer: KeyBuffer) -> None:
+        self.config, self.channel, self.seed, self.buffer = config, channel, seed, buffer
+
+    def serve_block(self) -> BlockStats | None:
+        """Wait for Alice's next block and run it; None when Alice says goodbye."""
+        cfg, ch, post = self.config, self.channel, self.config.post
+        kind, info, _ = ch.recv()
+        started = time.perf_counter()
+        if kind == "BYE":
+            return None
+        if kind != "BLOCK":
+            raise ChannelError(f"expected BLOCK, got {kind!r}")
+        self.buffer.mark_handed_out(info["handed_out"])
+        block, t_start, t_end = int(info["block"]), float(info["t_start"]), float(info["t_end"])
+        view: BobView = generate_events(cfg, self.seed, block, t_end - t_start).bob
+        stats = BlockStats(block, t_start, t_end, raw=int(view.pulse.size))
+        handed = {"handed_out": self.buffer.take_handed_out()}
+        if cfg.protocol == "BB84":
+            ch.send("CLICKS", handed, pulse=view.pulse, basis=view.basis)
+            _, _, arrays = ch.recv("SIFT")
+            key = view.bit[arrays["keep"].astype(bool)]
+        else:
+            ch.send("CLICKS", handed, pulse=view.pulse)
+            _, _, arrays = ch.recv("SIFT")
+            keep, key = sarg04_conclude(view, arrays["z"], arrays["x"])
+            ch.send("CONCLUSIVE", keep=keep.astype(np.uint8))
+        stats.sifted = int(key.size)
+
+        _, _, sample = ch.recv("SAMPLE")
+        pos = sample["pos"]
+        stats.pe_bits = int(pos.size)
+        stats.qber_est = float(np.mean(key[pos] != sample["bits"])) if pos.size else 0.0
+        key = np.delete(key, pos)
+        abort = ""
+        if stats.qber_est > cfg.qber_threshold:
+            abort = f"QBER {stats.qber_est:.3f} above threshold {cfg.qber_threshold}"
+        elif key.size < post.min_block_bits:
+            abort = f"only {key.size} bits after sampling"
+        ch.send("PE", {"qber_est": stats.qber_est, "abort": abort})
+        if abort:
+            return _aborted(stats, self.buffer, abort, started)
+
+        _, ec, _ = ch.recv("EC")
+
+        def ask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+            ch.send("PARITY", lo=lo, hi=hi)
+            return ch.recv("PARITY_R")[2]["parity"]
+
+        result = cascade_correct(key, stats.qber_est, int(ec["perm_seed"]), ask, post.cascade_passes,
+                                 post.cascade_k1_factor, post.qber_floor)
+        ch.send("EC_DONE", {"corrected": result.corrected, "leaked": result.leaked})
+        key = result.bits
+        _record_ec(stats, key.size, result.corrected, result.leaked)
+
+        _, verify, _ = ch.recv("VERIFY")
+        mine = verification_tag(key, bytes.fromhex(verify["salt"]), post.verify_tag_bits)
+        stats.verified = mine.hex() == verify["tag"]
+        ch.send("VERIFY_R", {"match": stats.verified})
+        if not stats.verified:
+            return _aborted(stats, self.buffer, "verification failed", started)
+
+        _, pa, seed = ch.recv("PA")
+        m = int(pa["m"])
+        if m != _pa_length(cfg, key.size, result.corrected, result.leaked):
+            raise ChannelError("Alice and Bob disagree on the final key length")
+        seed_bits = np.unpackbits(seed["seed"])[: int(pa["n_seed"])]
+        ch.send("DONE")
+        if m == 0:
+            return _aborted(stats, self.buffer, "no secret bits left", started)
+        return _finish(stats, self.buffer, toeplitz_hash(key, seed_bits, m), started)

@@ -1,0 +1,55 @@
+"""Key buffer: FIFO, oldest replaced when full, same ids from the same bits."""
+
+import numpy as np
+import pytest
+
+from harness.qkd.keybuffer import KeyBuffer
+
+
+def test_keys_are_cut_in_order_with_sequential_ids():
+    buf = KeyBuffer(capacity_keys=10, key_bits=256)
+    rng = np.random.default_rng(0)
+    bits = rng.integers(0, 2, 256 * 3 + 100, dtype=np.uint8)
+    assert buf.add_bits(bits[:300]) == [1]
+    assert buf.add_bits(bits[300:]) == [2, 3]
+    assert buf.pending_bits == 100
+    assert buf.get(2) == np.packbits(bits[256:512]).tobytes()
+    assert buf.get(4) is None
+
+
+def test_full_buffer_replaces_oldest():
+    buf = KeyBuffer(capacity_keys=3, key_bits=256)
+    for i in range(5):
+        buf.add_bits(np.full(256, i % 2, np.uint8))
+    assert buf.ids() == [3, 4, 5]
+    assert buf.get(1) is None and buf.get(2) is None and buf.get(5) is not None
+    assert buf.stored == 3 and buf.evicted == 2 and buf.produced == 5
+
+
+def test_new_key_hands_out_oldest_once_and_peer_reports():
+    alice, bob = KeyBuffer(5), KeyBuffer(5)
+    bits = np.random.default_rng(1).integers(0, 2, 256 * 3, dtype=np.uint8)
+    alice.add_bits(bits)
+    bob.add_bits(bits)
+    key_id, key = alice.take_new()
+    assert key_id == 1 and bob.get(1) == key           # same id, same key at both ends
+    assert alice.take_new()[0] == 2
+    bob.mark_handed_out(alice.take_handed_out())
+    assert bob.take_new()[0] == 3                        # Bob skips what Alice handed out
+    assert bob.take_new() is None and bob.available == 0
+    assert alice.get(1) == key                           # still readable by id until evicted
+
+
+def test_bad_sizes_rejected():
+    with pytest.raises(ValueError):
+        KeyBuffer(0)
+    with pytest.raises(ValueError):
+        KeyBuffer(10, key_bits=100)
+
+
+def test_key_read_by_id_is_not_handed_out_as_new():
+    buf = KeyBuffer(5)
+    buf.add_bits(np.zeros(256 * 2, np.uint8))
+    assert buf.fetch(1) is not None and buf.fetch(9) is None
+    assert buf.take_new()[0] == 2
+    assert buf.take_handed_out() == [1, 2]
