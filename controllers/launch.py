@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=6653)
     parser.add_argument("--app", action="append", dest="apps", help="app module (repeatable)")
     parser.add_argument("--log-level", default="INFO")
+    # Provisioning (issue 3) settings; accepted now so the testbed's command line stays stable.
+    parser.add_argument("--inventory", help="JSON inventory of the devices (device_id, mac, ip, credentials)")
+    parser.add_argument("--state-dir", help="folder for the controller's persistent registry")
+    parser.add_argument("--rest-port", type=int, help="northbound REST port on 127.0.0.1")
     args = parser.parse_args(argv)
 
     if not port_is_free(args.host, args.port):

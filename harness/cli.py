@@ -72,7 +72,7 @@ def list_scenarios() -> None:
               show_default=True, help="Folder in which the run directory is created.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def run_command(scenario_name, hours, devices, mode, time_scale, seed, out_dir, quiet) -> None:
-    """Build the Fig. 1 network, run the devices in each key mode, and write a run directory."""
+    """Build the paper's Figure 1 network, run the devices in each key mode, write a run directory."""
     loaded = _load_scenario(scenario_name)
     _require_root("qiot run")
     from harness import runner

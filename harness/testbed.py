@@ -12,8 +12,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import capabilities, network, shaping
+from harness import capabilities, capture, network, shaping
 from harness.broker import mosquitto
+from harness.clock import EmulatedClock
+from harness.keyservices import CLAVIS_PORT, RELAY_PORT, KeyServices
 from harness.process import ManagedProcess, ProcessGroup
 from harness.scenario import Scenario
 from harness.state import RunState
@@ -59,24 +61,61 @@ class Testbed:
                 "controller": "os-ken, controllers.l2switch",
                 "shaping": shaping.describe(self.caps.shaping, self.wireless(), self.fibre_delay_ms())}
 
+    keys: KeyServices | None = None
+
     #: TCP port of the gateway's key relay on the wireless side (devices fetch QKD keys there).
-    relay_port: int = 8443
+    relay_port: int = RELAY_PORT
 
     def key_captures(self, mode: str, pcap_dir: Path) -> list[ManagedProcess]:
-        """Captures of the key traffic of ``mode`` (the Clavis datagrams of Fig. 2e in QKD mode)."""
-        return []
+        """Captures of the key traffic of ``mode``: in QKD mode the Clavis datagrams between Bob's KME
+        and Bob's key-extraction service on the data-centre host (the paper's Fig. 2e)."""
+        if mode != "qkd":
+            return []
+        return [capture.tcpdump(f"capture-{mode}-keys", self.net.netns_pid("dc"), "lo", pcap_dir / "keys.pcap",
+                                f"udp port {CLAVIS_PORT}", self.run_dir / "logs")]
 
     def platform_key_args(self, mode: str) -> list[str]:
         """Arguments telling the platform where its keys come from in ``mode``."""
-        if mode == "dkg":
-            return []
-        raise NotImplementedError("QKD key services are not wired yet")
+        return self.keys.platform_args() if mode == "qkd" else []
 
     def device_key_spec(self, mode: str) -> dict:
         """Fleet-spec entries telling devices where to get keys in ``mode``."""
-        if mode == "dkg":
-            return {}
-        raise NotImplementedError("QKD key services are not wired yet")
+        return self.keys.device_spec() if mode == "qkd" else {}
+
+    def start_key_services(self) -> None:
+        """The QKD link, both KMEs and the gateway relay (only when a QKD mode will run)."""
+        from topologies.fig1 import ALICE_IP, DC_IP, GW_WIRELESS_IP, device_name
+
+        hosts = ("dc", "alice", "gw")
+        self.keys = KeyServices(self.run_dir, self.scenario, [device_name(i) for i in range(1, self.devices + 1)],
+                                {h: self.net.netns_pid(h) for h in hosts},
+                                {"dc": DC_IP, "alice": ALICE_IP, "gw_wireless": GW_WIRELESS_IP}, self.seed)
+        self.keys.make_pki()
+        clock = EmulatedClock(time.time(), self.scenario.section("run")["time_scale"])
+        self.facts["qkd_clock_epoch"] = clock.epoch_wall
+        self.processes.start(*self.keys.processes(clock))
+
+    def write_inventory(self) -> Path:
+        """The device inventory the provisioning controller recognises devices by (MAC is the key)."""
+        import json
+
+        from topologies.fig1 import device_ip, device_mac, device_name
+
+        path = self.run_dir / "config" / "inventory.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        devices = [{"device_id": device_name(i), "mac": device_mac(i), "ip": device_ip(i),
+                    "credentials": f"pki/sae/{device_name(i)}.crt"} for i in range(1, self.devices + 1)]
+        path.write_text(json.dumps({"devices": devices}, indent=1), encoding="utf-8")
+        return path
+
+    def controller_process(self, port: int) -> ManagedProcess:
+        """The OpenFlow controller: os-ken running qiot's provisioning app on the run's inventory."""
+        state_dir = self.run_dir / "controller"
+        return ManagedProcess(
+            name="controller", start_order=0, log_path=self.run_dir / "logs" / "controller.log",
+            argv=[sys.executable, "-m", "controllers.launch", "--port", str(port),
+                  "--inventory", str(self.write_inventory()), "--state-dir", str(state_dir),
+                  "--rest-port", str(free_tcp_port())])
 
     def up(self) -> "Testbed":
         """Bring everything up; on any failure, tear down what was started and re-raise."""
@@ -92,9 +131,7 @@ class Testbed:
             self.facts["ovs_started_by_run"] = network.ensure_ovs()
             network.route_mininet_log(logs / "mininet.log")
             port = free_tcp_port()
-            self.processes.start(ManagedProcess(
-                name="controller", start_order=0, log_path=logs / "controller.log",
-                argv=[sys.executable, "-m", "controllers.launch", "--port", str(port)]))
+            self.processes.start(self.controller_process(port))
             started = time.monotonic()
             fibre, wireless = self.scenario.section("fibre"), self.wireless()
             topo = Fig1Topo(devices=self.devices, optical_switch=fibre["optical_switch"],
@@ -110,6 +147,8 @@ class Testbed:
                 if shaper is not None:
                     self.processes.start(shaper)
             self.processes.start(mosquitto(self.net.netns_pid("dc"), DC_IP, self.run_dir))
+            if "qkd" in self.modes:
+                self.start_key_services()
         except BaseException:
             self.down()
             raise

@@ -104,7 +104,7 @@ def render_capacity(table: pd.DataFrame, points: pd.DataFrame, scenario_name: st
              f"{table['refresh_period_s'].iloc[0]:.0f} s, buffer {table['buffer_keys'].iloc[0]} keys)",
              f"{'loss dB':>8} {'rate bit/s':>11} {'keys/refresh':>13} {'devices':>8} {'fill s':>8}"]
     for row in table.itertuples(index=False):
-        lines.append(f"{row.loss_db:8.2f} {row.key_rate_bps:11.1f} {row.keys_per_refresh:13.0f} "
+        lines.append(f"{row.loss_db:8.2f} {row.key_rate_bps:11.1f} {math.floor(row.keys_per_refresh):13d} "
                      f"{row.devices_per_refresh:8d} {row.buffer_fill_s:8.0f}")
     lines.append("")
     lines.append("paper points (measured rate -> keys/refresh, fill s; model residual):")

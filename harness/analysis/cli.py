@@ -81,7 +81,7 @@ def compare(run_dirs: tuple[str, ...], fmt: str, output: str | None, baseline: s
               help="where to write figures (default RUN_DIR/figures)")
 @_friendly
 def plot(run_dir: str, out_dir: str | None) -> None:
-    """Draw Fig. 2a-e (PNG and PDF) from the stored results of RUN_DIR."""
+    """Draw the paper's Figure 2a-e (PNG and PDF) from the stored results of RUN_DIR."""
     from harness.analysis.plots import plot_run
     written, skipped = plot_run(run_dir, out_dir)
     for path in written:
@@ -101,7 +101,7 @@ def plot(run_dir: str, out_dir: str | None) -> None:
 @_friendly
 def capacity(scenario_name: str, loss_db: tuple[str, ...], fmt: str, output: str | None,
              plot_stem: str | None) -> None:
-    """Fig. 2d: keys per refresh, devices servable and key-buffer fill time versus optical loss."""
+    """Figure 2d: keys per refresh, devices servable and key-buffer fill time versus optical loss."""
     from harness.analysis.capacity import (DEFAULT_LOSS_GRID, capacity_table, paper_points_table,
                                            parse_loss_values, render_capacity)
     from harness.scenario import load

@@ -2,7 +2,8 @@
 
 Used by SAEs and tests (ETSI 014 calls), by a KME to reach its peer, by the benchmark, and by the
 device side of the wireless hop. The server is checked by its entity id (``server_id``) through
-the TLS hostname check against the certificate's SAN DNS name, whatever address it listens on.
+the TLS hostname check against the certificate's SAN DNS name, whatever address it listens on,
+and optionally by its role (``server_role``: the subject OU of its certificate).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class _Connection(http.client.HTTPConnection):
             session = self._owner.session if self._owner.resume else None
             self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_id, session=session)
             self.tls_sock = self.sock  # kept: http.client drops self.sock on "Connection: close"
+            if self._owner.server_role is not None and _role_of(self.sock) != self._owner.server_role:
+                self.sock.close()
+                raise ssl.SSLCertVerificationError(f"server certificate is not a {self._owner.server_role}")
             if self.sock.session_reused:
                 self._owner.counters.resumed += 1
             else:
@@ -57,15 +61,16 @@ class HttpClient:
     ``tls=None`` means plain HTTP (the psk_wrap wireless transport).
     """
 
-    def __init__(self, base_url: str, tls: ssl.SSLContext | None, server_id: str = "",
-                 keep_alive: bool = True, resume: bool = False, timeout_s: float = 10.0):
+    def __init__(self, base_url: str, tls: ssl.SSLContext | None, server_id: str | None = "",
+                 keep_alive: bool = True, resume: bool = False, timeout_s: float = 10.0,
+                 server_role: str | None = None):
         url = urllib.parse.urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname or not url.port:
             raise ValueError(f"url {base_url!r} must look like https://ADDR:PORT")
         if (url.scheme == "https") != (tls is not None):
             raise ValueError(f"url {base_url!r}: scheme does not match the TLS setting")
         self.host, self.port = url.hostname, url.port
-        self.tls, self.server_id = tls, server_id
+        self.tls, self.server_id, self.server_role = tls, server_id or None, server_role
         self.keep_alive, self.resume, self.timeout_s = keep_alive, resume, timeout_s
         self.session: ssl.SSLSession | None = None
         self.counters = TlsCounters()
@@ -91,14 +96,21 @@ class HttpClient:
                     # reading .session costs ~0.2 ms.)
                     self.session = tls_sock.session
                 data = response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                    ssl.SSLEOFError, ssl.SSLZeroReturnError):
                 self.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle kept-alive connection: retry once, fresh
                 raise
+            except (OSError, http.client.HTTPException):
+                self.close()  # never reuse a connection in an unknown state
+                raise
             if not self.keep_alive or response.will_close:
                 self.close()
-            return response.status, (json.loads(data) if data else None)
+            try:
+                return response.status, (json.loads(data) if data else None)
+            except ValueError:  # not JSON (e.g. the stdlib's HTML error page for a malformed request)
+                return response.status, None
         raise AssertionError("unreachable")
 
     def close(self) -> None:
@@ -117,10 +129,23 @@ class HttpClient:
 class EtsiClient:
     """An SAE's ETSI GS QKD 014 client to its KME, over mTLS. Errors raise :class:`EtsiError`."""
 
-    def __init__(self, kme_url: str, kme_id: str, ca: Path, cert: Path, key: Path,
+    def __init__(self, kme_url: str, kme_id: str | None, ca: Path, cert: Path, key: Path,
                  keep_alive: bool = True, timeout_s: float = 10.0):
-        self.http = HttpClient(kme_url, client_context(ca, cert, key), kme_id, keep_alive=keep_alive,
-                               timeout_s=timeout_s)
+        tls = client_context(ca, cert, key)
+        if kme_id is None:
+            # No KME id to check the name against: accept any certificate of the CA whose role
+            # (subject OU) is KME, so a relay or SAE certificate cannot stand in for a KME.
+            tls.check_hostname = False
+        self.http = HttpClient(kme_url, tls, kme_id, keep_alive=keep_alive, timeout_s=timeout_s,
+                               server_role="KME")
+
+    @classmethod
+    def for_sae(cls, kme_url: str, pki_dir: str | Path, sae_id: str, kme_id: str | None = None,
+                keep_alive: bool = True, timeout_s: float = 10.0) -> "EtsiClient":
+        """Client for SAE ``sae_id`` using ``pki_dir/sae/<sae_id>.crt``; ``kme_id`` checks the KME by id."""
+        from .pki import entity_paths
+        own = entity_paths(pki_dir, sae_id, "SAE")
+        return cls(kme_url, kme_id, own.ca, own.cert, own.key, keep_alive, timeout_s)
 
     def _call(self, method: str, path: str, body: Any | None = None) -> Any:
         status, data = self.http.request(method, path, body)
@@ -148,6 +173,12 @@ class EtsiClient:
     def close(self) -> None:
         """Close the connection."""
         self.http.close()
+
+
+def _role_of(sock: ssl.SSLSocket) -> str:
+    """Subject OU of the peer certificate (the role in the qiot PKI)."""
+    cert = sock.getpeercert() or {}
+    return next((v for rdn in cert.get("subject", ()) for k, v in rdn if k == "organizationalUnitName"), "")
 
 
 def _keys(container: dict[str, Any]) -> list[tuple[str, bytes]]:

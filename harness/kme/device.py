@@ -8,6 +8,7 @@ times per operation; ``network_s`` is the wall time from connecting to having th
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import ssl
 import time
@@ -56,6 +57,8 @@ def fetch_device_key(transport: str, relay_url: str, credentials: DeviceCredenti
 
     Each call opens a new connection (the device sleeps between fetches). Pass the same
     ``session`` across calls so that ``tls_resume`` can resume, and so the TLS context is built once.
+    Raises :class:`FetchError` (relay refused, or transport failure with status 0) or, for
+    ``psk_wrap``, :class:`harness.kme.wrap.UnwrapError` if the wrapped key does not authenticate.
     """
     if transport not in TRANSPORTS:
         raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
@@ -75,7 +78,7 @@ def fetch_device_key(transport: str, relay_url: str, credentials: DeviceCredenti
     started = time.perf_counter()
     try:
         status, body = client.request("GET", path)
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         raise FetchError(0, f"relay {relay_url}: {type(exc).__name__}") from None
     finally:
         client.close()

@@ -96,8 +96,8 @@ class KmeHandler(JsonHandler):
     def _dispatch(self, method: str) -> None:
         try:
             body = self.read_body()
-        except ValueError:
-            self.send_json(400, {"message": "request body too large"})
+        except ValueError as exc:
+            self.send_json(400, {"message": str(exc)})
             return
         url = urllib.parse.urlsplit(self.path)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)

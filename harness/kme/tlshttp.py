@@ -106,10 +106,14 @@ class JsonHandler(BaseHTTPRequestHandler):
 
     def read_body(self) -> bytes:
         """The request body (Content-Length framed); oversize bodies close the connection."""
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            self.close_connection = True
+            raise ValueError("bad Content-Length") from None
         if length > MAX_BODY:
             self.close_connection = True
-            raise ValueError("body too large")
+            raise ValueError("request body too large")
         return self.rfile.read(length) if length > 0 else b""
 
     def send_json(self, status: int, body: Any | None) -> None:

@@ -336,3 +336,37 @@ def test_key_material_never_logged(env, caplog):
     for _, key in keys:  # ...without their keys, in any usual encoding
         for form in (base64.b64encode(key).decode(), binascii.hexlify(key).decode(), repr(key)):
             assert form not in caplog.text
+
+
+def test_client_survives_the_server_closing_an_idle_connection(env):
+    pair, _ = env
+    import time
+    gateway = sae(pair, "gateway", "alice")
+    old = pair.alice.idle_timeout_s
+    pair.alice.idle_timeout_s = 0.1
+    try:
+        gateway.status("platform")
+        time.sleep(0.4)  # the server drops the kept-alive connection meanwhile
+        assert gateway.status("platform")["source_KME_ID"] == ALICE_KME_ID
+        assert gateway.http.counters.full == 2
+    finally:
+        pair.alice.idle_timeout_s = old
+
+
+def test_for_sae_without_kme_id_accepts_only_kme_certificates(env, tmp_path):
+    pair, _ = env
+    client = EtsiClient.for_sae(pair.alice_url, pair.pki_dir, "gateway")
+    assert client.status("platform")["source_KME_ID"] == ALICE_KME_ID
+    assert EtsiClient.for_sae(pair.alice_url, pair.pki_dir, "gateway", ALICE_KME_ID).status("platform")
+    # A relay certificate from the same CA serving on some port is not taken for a KME.
+    from harness.kme.relay import RelayServer
+    from harness.kme.lifecycle import GatewayKeyLifecycle
+    relay = RelayServer(("127.0.0.1", 0), "tls_full", GatewayKeyLifecycle(client, "platform", ["d1"], 1800.0),
+                        pair.pki_dir)
+    relay.start_in_thread()
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError, match="not a KME"):
+            EtsiClient.for_sae(relay.url, pair.pki_dir, "gateway").status("platform")
+    finally:
+        relay.shutdown()
+        relay.server_close()

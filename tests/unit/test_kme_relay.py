@@ -150,11 +150,12 @@ def test_unknown_transport_rejected(world):
 def test_relay_process_psk_wrap_needs_provisioned_psks(tmp_path):
     import subprocess
     import sys
+    pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
     result = subprocess.run([sys.executable, "-m", "harness.kme.relay", "--listen", "127.0.0.1:0",
                              "--transport", "psk_wrap", "--pki", str(tmp_path), "--kme", "https://127.0.0.1:1",
                              "--device", "d1"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "missing" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "psk/d1.psk: missing" in result.stderr
 
 
 def test_load_psk(tmp_path):
