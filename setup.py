@@ -21,6 +21,6 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "pyyaml>=6"]},
     entry_points={"console_scripts": ["qiot=harness.cli:main"]},
 )
