@@ -141,7 +141,9 @@ class _ProgressBar:
                                          item_show_func=lambda _: self._counters, file=sys.stderr)
             self.bar.__enter__()
             self.done = 0
-        self._counters = f"sent {counters.get('sent', 0)} received {counters.get('received', 0)}"
+        self._counters = (f"{counters.get('emulated_h', 0):.2f}/{counters.get('hours', 0):g} h emulated, "
+                          f"{counters.get('devices', 0)} devices, sent {counters.get('sent', 0)}, "
+                          f"received {counters.get('received', 0)}")
         target = int(fraction * self.STEPS)
         if target > self.done:
             self.bar.update(target - self.done, current_item=mode)

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 
+import topologies  # noqa: F401  (imports Mininet's logging first and undoes its side effect)
 from harness.capabilities import Capabilities
 from harness.state import INTERFACE_ALIAS_PREFIX, RunState
 

@@ -95,19 +95,12 @@ def join_messages(sent: pd.DataFrame, received: pd.DataFrame) -> pd.DataFrame:
     return messages[MESSAGE_COLUMNS].sort_values(["t_emul", "device"]).reset_index(drop=True)
 
 
-def mean_ci95(values: pd.Series) -> tuple[float, float]:
+def mean_ci95(values) -> tuple[float, float]:
     """Mean and the half-width of its 95% confidence interval (Student t); NaN where undefined."""
-    values = values.dropna()
-    n = len(values)
-    if n == 0:
-        return math.nan, math.nan
-    mean = float(values.mean())
-    if n < 2:
-        return mean, math.nan
-    from scipy import stats
+    from harness.analysis.stats import mean_ci
 
-    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n))
-    return mean, half
+    estimate = mean_ci(values)
+    return estimate.mean, estimate.half_width
 
 
 def summarize(messages: pd.DataFrame, mode: str, devices: int) -> dict[str, Any]:
@@ -130,22 +123,43 @@ def summarize(messages: pd.DataFrame, mode: str, devices: int) -> dict[str, Any]
     }
 
 
-def summarize_energy(energy: pd.DataFrame, interval_s: float) -> dict[str, Any]:
-    """Mean and 95% CI of RDC and battery lifetime over (device, interval) samples.
+def summarize_energy(energy: pd.DataFrame, interval_s: float | None) -> dict[str, Any]:
+    """Mean and 95% CI of RDC, battery lifetime, energy and current over (device, interval) samples.
 
-    Only full intervals are samples when there are any: a device's first and last partial
-    intervals (started mid-hour, or cut by the end of the run) would skew the spread.
+    With ``interval_s``, only full intervals are samples when there are any: a device's first and
+    last partial intervals (started mid-hour, or cut by the end of the run) would skew the spread.
     """
     if energy.empty:
         return {}
-    duration = energy["t_end_s"] - energy["t_start_s"]
-    full = energy[duration >= interval_s * (1 - 1e-9)]
-    samples = full if len(full) else energy
+    samples = energy
+    if interval_s is not None:
+        full = energy[energy["t_end_s"] - energy["t_start_s"] >= interval_s * (1 - 1e-9)]
+        samples = full if len(full) else energy
     out: dict[str, Any] = {"energy_samples": len(samples)}
-    for column in ("rdc", "battery_life_days", "avg_current_ma"):
+    for column in ("rdc", "battery_life_days", "energy_j", "avg_current_ma"):
         mean, half = mean_ci95(samples[column])
         out[f"{column}_mean"], out[f"{column}_ci95"] = mean, half
     return out
+
+
+def key_series(buffer: pd.DataFrame, sent: pd.DataFrame, link_offset_s: float, end_s: float) -> pd.DataFrame:
+    """``keys.csv``: the QKD key buffer's fill and the keys delivered to devices, on the mode's clock.
+
+    ``buffer`` is the link's ``buffer.csv`` (its own emulated clock, started with the testbed);
+    ``link_offset_s`` is how far (emulated seconds) the link's clock was ahead when the mode began.
+    Delivered keys count the devices' successful key refreshes (``sent.csv``), cumulatively.
+    """
+    columns = ["t_emul", "keys_in_buffer", "keys_delivered"]
+    if buffer.empty:
+        return pd.DataFrame(columns=columns)
+    fill = pd.DataFrame({"t_emul": buffer["t_emul"] - link_offset_s, "keys_in_buffer": buffer["keys_stored"]})
+    fill = fill[(fill["t_emul"] >= 0) & (fill["t_emul"] <= end_s)].sort_values("t_emul")
+    if sent.empty or "key_refreshed" not in sent:
+        fill["keys_delivered"] = 0
+        return fill[columns]
+    refreshed = sent[(sent["key_refreshed"] == 1) & sent["error"].isna()].sort_values("t_emul")["t_emul"].to_numpy()
+    fill["keys_delivered"] = refreshed.searchsorted(fill["t_emul"].to_numpy(), side="right")
+    return fill[columns].reset_index(drop=True)
 
 
 def finalize_mode(mode_dir: Path, mode: str, devices: int, energy_interval_s: float = 3600.0) -> dict[str, Any]:

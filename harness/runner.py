@@ -109,7 +109,7 @@ def run(options: RunOptions) -> RunOutcome:
             mode_dir = run_dir / mode
             mode_dir.mkdir()
             try:
-                mode_result["capture"] = _run_mode(mode, mode_dir, bed, options)
+                _run_mode(mode, mode_dir, bed, options, mode_result)
                 mode_result["status"] = "completed"
             except (KeyboardInterrupt, RunInterrupted):
                 mode_result["status"] = "interrupted"
@@ -120,6 +120,8 @@ def run(options: RunOptions) -> RunOutcome:
             finally:
                 mode_result["summary"] = results.finalize_mode(mode_dir, mode, options.devices,
                                                                scenario.section("devices")["energy_interval_s"])
+                if mode == "qkd" and "clock_epoch" in mode_result:
+                    _write_key_series(bed, mode_dir, mode_result["clock_epoch"], options)
         status = "completed"
     except (KeyboardInterrupt, RunInterrupted):
         status = "interrupted"
@@ -131,6 +133,14 @@ def run(options: RunOptions) -> RunOutcome:
         _analyze(run_dir, scenario, metadata)
     summaries = {m: r.get("summary") for m, r in metadata["mode_results"].items()}
     return RunOutcome(run_dir, status, summaries)
+
+
+def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float, options: RunOptions) -> None:
+    """``keys.csv`` of the QKD mode from Bob's buffer log, moved onto the mode's clock."""
+    offset_s = (mode_epoch - bed.facts["qkd_clock_epoch"]) * options.time_scale
+    series = results.key_series(results.read_csv(bed.run_dir / "qkd-link" / "bob" / "buffer.csv"),
+                                results.read_csv(mode_dir / "sent.csv"), offset_s, options.hours * 3600.0)
+    series.to_csv(mode_dir / "keys.csv", index=False)
 
 
 def _analyze(run_dir: Path, scenario: Scenario, metadata: dict) -> None:
@@ -149,8 +159,12 @@ def _analyze(run_dir: Path, scenario: Scenario, metadata: dict) -> None:
     results.write_json_atomic(run_dir / "metadata.json", metadata)
 
 
-def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> dict:
-    """One key mode: captures, platform and device fleet until the emulated end; returns capture counters."""
+def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions, record: dict) -> None:
+    """One key mode: captures, platform and device fleet until the emulated end.
+
+    ``record`` (the mode's entry in the metadata) gets the mode clock's epoch as soon as it exists,
+    so an interrupted mode can still be put on its time axis, and the capture counters at the end.
+    """
     from topologies.fig1 import DC_IP as dc_ip, device_name
 
     scenario, net, processes, run_dir = bed.scenario, bed.net, bed.processes, bed.run_dir
@@ -174,6 +188,7 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> d
     # The clock starts a little in the future, so the devices' first wake-ups are not in the past
     # by the time every device thread is in its namespace.
     clock = EmulatedClock(time.time() + START_LEAD_WALL_S + 0.01 * options.devices, options.time_scale)
+    record["clock_epoch"] = clock.epoch_wall
     spec = {"clock_epoch": clock.epoch_wall, "time_scale": clock.time_scale, "end_emul_s": end_emul_s,
             "out_dir": str(mode_dir), "energy_profile": devices_cfg["energy_profile"],
             # The device's radio model sends at the scenario's wireless rate.
@@ -202,7 +217,8 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> d
 
     def report(fraction: float) -> None:
         if options.progress:
-            options.progress(mode, fraction, {"sent": sent(), "received": received()})
+            options.progress(mode, fraction, {"emulated_h": fraction * options.hours, "hours": options.hours,
+                                              "devices": options.devices, "sent": sent(), "received": received()})
 
     # Wall time the mode needs: the emulated run plus the last publish's timeout, plus slack.
     wall_needed = end_emul_s / options.time_scale + devices_cfg["publish_timeout_s"] + 30.0
@@ -220,4 +236,4 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions) -> d
     for process in captures:
         process.stop()
     report(1.0)
-    return {c.name: capture.capture_counters(c.log_path) for c in captures}
+    record["capture"] = {c.name: capture.capture_counters(c.log_path) for c in captures}

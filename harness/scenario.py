@@ -178,7 +178,7 @@ class Scenario:
             for part in parents:
                 target = target[part]
             target[key] = value
-        return Scenario(self.path, _check_semantics(_validate(data, SCHEMA, self.path, ()), self.path))
+        return Scenario(self.path, _check_semantics(validate_table(data, SCHEMA, self.path), self.path))
 
 
 def resolve_path(name_or_path: str) -> Path:
@@ -209,7 +209,7 @@ def load(name_or_path: str) -> Scenario:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    return Scenario(path, _check_semantics(_validate(raw, SCHEMA, path, ()), path))
+    return Scenario(path, _check_semantics(validate_table(raw, SCHEMA, path), path))
 
 
 def _check_semantics(data: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -223,30 +223,34 @@ def _check_semantics(data: dict[str, Any], path: Path) -> dict[str, Any]:
     return data
 
 
-def _validate(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path,
-              where: tuple[str, ...]) -> dict[str, Any]:
-    """Check ``raw`` against ``schema`` recursively; return a new dict with defaults filled in."""
+def validate_table(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path,
+                   where: tuple[str, ...] = (), error: type[ValueError] = ScenarioError) -> dict[str, Any]:
+    """Check ``raw`` against ``schema`` recursively; return a new dict with defaults filled in.
+
+    Shared by every TOML settings file of qiot (scenarios, device profiles); ``error`` is the
+    exception class raised, with a message naming the file and the ``[section] key``.
+    """
     if not isinstance(raw, Mapping):
-        raise ScenarioError(f"{path}: [{'.'.join(where)}] must be a table")
+        raise error(f"{path}: [{'.'.join(where)}] must be a table")
     unknown = sorted(set(raw) - set(schema))
     if unknown:
         place = f"[{'.'.join(where)}] " if where else ""
         allowed = ", ".join(sorted(schema))
-        raise ScenarioError(f"{path}: {place}unknown key {unknown[0]!r} (allowed: {allowed})")
+        raise error(f"{path}: {place}unknown key {unknown[0]!r} (allowed: {allowed})")
     result: dict[str, Any] = {}
     for key, spec in schema.items():
         if isinstance(spec, dict):
-            result[key] = _validate(raw.get(key, {}), spec, path, where + (key,))
+            result[key] = validate_table(raw.get(key, {}), spec, path, where + (key,), error)
             continue
         label = f"[{'.'.join(where)}] {key}" if where else key
         if key not in raw:
             if spec.required:
-                raise ScenarioError(f"{path}: {label} is required ({spec.doc or 'no default'})")
+                raise error(f"{path}: {label} is required ({spec.doc or 'no default'})")
             result[key] = spec.default
             continue
         problem = spec.check(raw[key])
         if problem:
-            raise ScenarioError(f"{path}: {label} {problem}")
+            raise error(f"{path}: {label} {problem}")
         value = raw[key]
         kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
         result[key] = float(value) if float in kinds and isinstance(value, int) else value

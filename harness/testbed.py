@@ -34,6 +34,8 @@ def free_tcp_port() -> int:
 class Testbed:
     """Everything of a run that exists independently of the key mode."""
 
+    __test__ = False  # a name pytest would otherwise try to collect as a test class
+
     scenario: Scenario
     run_dir: Path
     state: RunState

@@ -21,10 +21,10 @@ from harness.energy.energest import (
     STATES, ENERGY_CSV_COLUMNS, DeviceTimeline, IntervalRow, rdc, energy_j, avg_current_ma,
     battery_life_days, write_energy_csv,
 )
-from harness.energy.stats import mean_ci95, summarize_energy
+from harness.energy.stats import summarize_energy
 
 __all__ = [
     "DeviceProfile", "ProfileError", "STATES", "ENERGY_CSV_COLUMNS", "DeviceTimeline", "IntervalRow",
-    "rdc", "energy_j", "avg_current_ma", "battery_life_days", "write_energy_csv", "mean_ci95",
+    "rdc", "energy_j", "avg_current_ma", "battery_life_days", "write_energy_csv",
     "summarize_energy",
 ]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.scenario import Field
+from harness.scenario import Field, validate_table
 
 #: Folder of the shipped profiles.
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "profiles"
@@ -95,7 +95,7 @@ class DeviceProfile:
             raise ProfileError(f"{path}: not valid TOML: {exc}") from None
         except OSError as exc:
             raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
-        return cls(path, _validate(raw, SCHEMA, path, ()))
+        return cls(path, validate_table(raw, SCHEMA, path, error=ProfileError))
 
     def with_values(self, overrides: Mapping[str, Any]) -> "DeviceProfile":
         """A copy with ``{"section.key": value}`` overrides (e.g. ``"crypto.hw.ecdh_p256_s"``), validated."""
@@ -108,7 +108,7 @@ class DeviceProfile:
                     raise ProfileError(f"{self.path}: override {dotted!r}: no section {part!r}")
                 target = target[part]
             target[key] = value
-        return DeviceProfile(self.path, _validate(data, SCHEMA, self.path, ()))
+        return DeviceProfile(self.path, validate_table(data, SCHEMA, self.path, error=ProfileError))
 
     def scaled_ecc(self, factor: float) -> "DeviceProfile":
         """A copy with every ECC operation time (both backends) multiplied by ``factor``."""
@@ -184,32 +184,3 @@ def _resolve(name_or_path: str) -> Path:
         known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.toml"))) or "none"
         raise ProfileError(f"unknown device profile {name_or_path!r} (known: {known}; or give a .toml path)")
     return shipped
-
-
-def _validate(raw: Mapping[str, Any], schema: Mapping[str, Any], path: Path,
-              where: tuple[str, ...]) -> dict[str, Any]:
-    """Check ``raw`` against ``schema`` recursively; return a new dict with defaults filled in."""
-    label_of = lambda key: f"[{'.'.join(where)}] {key}" if where else key  # noqa: E731
-    if not isinstance(raw, Mapping):
-        raise ProfileError(f"{path}: [{'.'.join(where)}] must be a table")
-    unknown = sorted(set(raw) - set(schema))
-    if unknown:
-        raise ProfileError(f"{path}: {label_of(repr(unknown[0]))} is not a known key "
-                           f"(allowed: {', '.join(sorted(schema))})")
-    result: dict[str, Any] = {}
-    for key, spec in schema.items():
-        if isinstance(spec, dict):
-            result[key] = _validate(raw.get(key, {}), spec, path, where + (key,))
-            continue
-        if key not in raw:
-            if spec.required:
-                raise ProfileError(f"{path}: {label_of(key)} is required ({spec.doc or 'no default'})")
-            result[key] = spec.default
-            continue
-        problem = spec.check(raw[key])
-        if problem:
-            raise ProfileError(f"{path}: {label_of(key)} {problem}")
-        value = raw[key]
-        kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-        result[key] = float(value) if float in kinds and isinstance(value, int) else value
-    return result

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 from harness.state import STATE_DIR
 
@@ -28,8 +27,9 @@ def only_run_dir(out_dir: Path) -> Path:
 
 
 def wait_for(path: Path, timeout_s: float) -> None:
+    """Wait until a CSV has its header and at least one row."""
     deadline = time.monotonic() + timeout_s
-    while not (path.exists() and path.stat().st_size > 60):  # header plus at least one row
+    while not (path.exists() and path.read_bytes().count(b"\n") >= 2):
         assert time.monotonic() < deadline, f"{path} not written within {timeout_s} s"
         time.sleep(0.2)
 

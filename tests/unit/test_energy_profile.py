@@ -82,7 +82,7 @@ def _write_variant(tmp_path: Path, old: str, new: str) -> Path:
     ("cpu_ma = 68.0", 'cpu_ma = "lots"', r"\[power\] cpu_ma must be a number"),
     ("boot_s = 0.27", "", r"\[timing\] boot_s is required"),
     ("capacity_mah = 2500.0", "capacity_mah = 2500.0\ncapacity_wh = 9.0",
-     r"\[battery\] 'capacity_wh' is not a known key"),
+     r"\[battery\] unknown key 'capacity_wh'"),
     ("radio_listens_while_associated = true", "radio_listens_while_associated = 1",
      r"radio_listens_while_associated must be true or false"),
     ("[timing]", "[timing", r"not valid TOML"),

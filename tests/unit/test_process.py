@@ -1,10 +1,8 @@
 """Managed processes with real child processes: readiness, failures, escalation, reaping, records."""
 
-import os
 import signal
 import socket
 import sys
-import time
 
 import pytest
 

@@ -60,3 +60,15 @@ def test_finalize_tolerates_a_torn_last_line(tmp_path):
     assert (summary["sent"], summary["received"]) == (2, 1)
     assert pd.read_csv(tmp_path / "messages.csv")["latency_ms"].iloc[0] == pytest.approx(5.0)
     assert pd.read_csv(tmp_path / "summary.csv")["lost"].iloc[0] == 1
+
+
+def test_key_series_moves_the_buffer_onto_the_mode_clock():
+    buffer = pd.DataFrame({"t_emul": [100.0, 110.0, 120.0, 130.0], "keys_stored": [40, 80, 75, 115]})
+    sent = pd.DataFrame({"t_emul": [1.0, 5.0, 12.0, 25.0], "key_refreshed": [1, 1, 0, 1],
+                         "error": [None, "key step: 503", None, None]})
+    # The link's clock was 105 emulated seconds ahead when the mode started; the mode lasts 30 s.
+    series = results.key_series(buffer, sent, 105.0, 30.0)
+    assert series["t_emul"].tolist() == [5.0, 15.0, 25.0]
+    assert series["keys_in_buffer"].tolist() == [80, 75, 115]
+    # Successful refreshes at 1 and 25 (the one at 5 failed): 1 by t=5 and t=15, 2 by t=25.
+    assert series["keys_delivered"].tolist() == [1, 1, 2]
