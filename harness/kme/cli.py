@@ -9,15 +9,15 @@ from pathlib import Path
 import click
 
 from . import etsi, pki
-from .emulink import ClavisLinkPair
 from .pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from .suppliers import ClavisSupplier
 
 HELP = f"""Run a pair of ETSI GS QKD 014 KMEs on loopback, fed by an emulated QKD link.
 
 Alice's KME ({ALICE_KME_ID}, the gateway side) and Bob's KME ({BOB_KME_ID}, the data-centre side)
-take keys over the Clavis2 UDP interface from an emulated link producing keys at the scenario's
-secret-key rate. Both serve ETSI 014 over mutual TLS (TLS 1.2+, client certificate required).
+take keys over the Clavis2 UDP interface from qiot's emulated QKD link (the same Alice and Bob
+as in `qiot run`: detection events, sifting, Cascade, privacy amplification) distilling keys at the
+scenario's calibrated rate for its fibre loss. Both serve ETSI 014 over mutual TLS (TLS 1.2+, client certificate required).
 
 \b
 Files written to PKI (kept and reused if present):
@@ -38,17 +38,18 @@ Example (master SAE "gateway" at Alice's KME, slave SAE "platform" at Bob's):
 """
 
 
-def _rate_from_scenario(scenario: str | None, loss_db: float | None) -> tuple[float, int, int]:
-    """(rate bit/s, buffer keys, key bits) from a scenario's [fibre]/[qkd] sections."""
+def _link_config(scenario: str | None, loss_db: float | None):
+    """The QKD link configuration of a scenario, with an optional loss override."""
     from harness import scenario as scen
-    from harness.qkd.rate import secret_key_rate
+    from harness.qkd.config import QkdLinkConfig
+
     try:
         sc = scen.load(scenario or "hpn")
+        if loss_db is not None:
+            sc = sc.with_overrides({"fibre.loss_db": loss_db})
     except scen.ScenarioError as exc:
-        raise click.BadParameter(str(exc), param_hint="--scenario") from None
-    qkd = sc.section("qkd")
-    loss = sc.section("fibre")["loss_db"] if loss_db is None else loss_db
-    return secret_key_rate(loss, qkd["calibration"]), qkd["buffer_bits"] // qkd["key_bits"], qkd["key_bits"]
+        raise click.BadParameter(str(exc), param_hint="--scenario/--loss-db") from None
+    return QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
 
 
 @click.command("kme", help=HELP)
@@ -63,13 +64,13 @@ def _rate_from_scenario(scenario: str | None, loss_db: float | None) -> tuple[fl
               help="also make SAE certificates and PSKs for devices d1..dN")
 @click.option("--scenario", default="hpn", show_default=True, help="scenario for loss, calibration, buffer")
 @click.option("--loss-db", type=float, default=None, help="override the scenario's quantum-channel loss")
-@click.option("--rate-bps", type=click.FloatRange(min=0), default=None,
-              help="secret-key rate in bit/s (default: from the scenario's calibration)")
-@click.option("--prefill", type=click.IntRange(min=0), default=None,
-              help="keys in the buffer at start (default: a full buffer)")
-@click.option("--seed", type=int, default=1, show_default=True, help="seed of the emulated key bits")
+@click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="emulated seconds of key production per wall second")
+@click.option("--warmup-s", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="emulated seconds of key distilled before the KMEs start serving")
+@click.option("--seed", type=int, default=1, show_default=True, help="seed of the emulated QKD link")
 def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[str, ...], devices: int,
-        scenario: str, loss_db: float | None, rate_bps: float | None, prefill: int | None, seed: int) -> None:
+        scenario: str, loss_db: float | None, time_scale: float, warmup_s: float, seed: int) -> None:
     """Serve the KME pair until Ctrl-C / SIGTERM."""
     if not host.startswith("127."):
         raise click.BadParameter("qiot kme serves loopback only (127.0.0.0/8)", param_hint="--host")
@@ -81,21 +82,30 @@ def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[st
             pki.provision_device(pki_dir, f"d{i}")
     except (pki.PkiError, OSError) as exc:
         raise click.ClickException(f"PKI folder {pki_dir}: {exc}") from None
-    model_rate, buffer_keys, key_bits = _rate_from_scenario(scenario, loss_db)
-    rate = model_rate if rate_bps is None else rate_bps
-    link = ClavisLinkPair(rate, buffer_keys, key_bits, seed, buffer_keys if prefill is None else prefill, host)
+    from harness.qkd.link import BackgroundLink
+    from harness.qkd.rate import secret_key_rate
+
+    config = _link_config(scenario, loss_db)
+    rate = secret_key_rate(config.loss_db, config.calibration, config)
+    buffer_keys, key_bits = config.buffer_keys, config.key_bits
+    link = BackgroundLink(config, seed, time_scale, warmup_s, host)
     link.start()
+    # Serve once the warm-up blocks are distilled (they run as fast as post-processing allows).
+    while link.alice.buffer.produced < int(warmup_s * rate / key_bits * 0.9) and link.clock.now() < warmup_s * 2:
+        threading.Event().wait(0.05)
     limits = etsi.KmeLimits(key_size=key_bits, max_key_size=key_bits, max_key_count=buffer_keys)
     try:
-        pair = start_pair(pki_dir, ClavisSupplier(link.alice.address, issuing=False),
-                          ClavisSupplier(link.bob.address, issuing=True,
-                                                         count=lambda: link.bob_buffer.available), host, alice_port, bob_port, limits)
+        pair = start_pair(pki_dir, ClavisSupplier(link.alice_address, issuing=False),
+                          ClavisSupplier(link.bob_address, issuing=True, count=lambda: link.bob.buffer.available),
+                          host, alice_port, bob_port, limits)
     except OSError as exc:
         link.stop()
         raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
     click.echo(f"{ALICE_KME_ID} (Alice, gateway side): {pair.alice_url}")
     click.echo(f"{BOB_KME_ID} (Bob, data-centre side): {pair.bob_url}")
-    click.echo(f"QKD link: {rate:.0f} bit/s, buffer {buffer_keys} keys of {key_bits} bit")
+    click.echo(f"QKD link: {config.loss_db:g} dB, calibrated secret-key rate {rate:.0f} bit/s (emulated), "
+               f"time scale {time_scale:g}, {link.bob.buffer.available} keys distilled so far, "
+               f"buffer {buffer_keys} keys of {key_bits} bit")
     click.echo(f"CA: {ca.cert_path}; SAE certificates: {Path(pki_dir) / 'sae'}/<SAE_ID>.crt/.key")
     click.echo("READY")
     stop = threading.Event()

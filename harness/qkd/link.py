@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,3 +104,46 @@ def run_link(config: QkdLinkConfig, seconds: float, seed: int = 1, out_dir: Path
     if errors:
         raise errors[0]
     return LinkRun(alice, bob, seconds)
+
+
+class BackgroundLink:
+    """Alice and Bob distilling keys in background threads of this process, each serving Clavis UDP.
+
+    The same :class:`QkdNode` components as the node processes of a run, over a loopback TCP
+    classical channel, for standalone tools (``qiot kme``) that need a live link to take keys from.
+    ``warmup_s`` emulated seconds of key are produced at start-up, as fast as the post-processing
+    allows (the clock's epoch is set that far in the past, so those blocks are already due).
+    """
+
+    def __init__(self, config: QkdLinkConfig, seed: int = 1, time_scale: float = 1.0, warmup_s: float = 0.0,
+                 host: str = "127.0.0.1", out_dir: Path | None = None) -> None:
+        self.clock = EmulatedClock(time.time() - warmup_s / time_scale, time_scale)
+        alice_sock, bob_sock = socket_pair()
+        self.alice = QkdNode("alice", config, seed, out_dir / "alice" if out_dir else None, self.clock, (host, 0))
+        self.bob = QkdNode("bob", config, seed, out_dir / "bob" if out_dir else None, self.clock, (host, 0))
+        self.alice.attach(alice_sock)
+        self.bob.attach(bob_sock)
+        self._threads = [threading.Thread(target=node.run, name=f"qkd-{node.role}", daemon=True)
+                         for node in (self.bob, self.alice)]
+
+    @property
+    def alice_address(self) -> tuple[str, int]:
+        return self.alice.server.address
+
+    @property
+    def bob_address(self) -> tuple[str, int]:
+        return self.bob.server.address
+
+    def start(self) -> "BackgroundLink":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop both ends, wait for their threads, close sockets and services."""
+        self.alice.stop()
+        self.bob.stop()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        self.alice.close()
+        self.bob.close()

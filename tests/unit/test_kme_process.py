@@ -128,7 +128,7 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
 def test_qiot_kme_command(tmp_path):
     pki_dir = tmp_path / "pki"
     proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
-                         "--prefill", "20", "--rate-bps", "0", "--devices", "2"])
+                         "--warmup-s", "60", "--devices", "2"])
     try:
         urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
         for path in ("ca.crt", "sae/gateway.crt", "sae/platform.key", "sae/d2.crt", "psk/d1.psk",
@@ -138,10 +138,11 @@ def test_qiot_kme_command(tmp_path):
         pl = pki.entity_paths(pki_dir, "platform", "SAE")
         gateway = EtsiClient(urls[ALICE_KME_ID], ALICE_KME_ID, gw.ca, gw.cert, gw.key)
         platform = EtsiClient(urls[BOB_KME_ID], BOB_KME_ID, pl.ca, pl.cert, pl.key)
-        assert gateway.status("platform")["stored_key_count"] == 20
+        # 60 emulated seconds at the hpn rate (1880 bit/s) distil about 440 keys of 256 bit.
+        stored = gateway.status("platform")["stored_key_count"]
+        assert 300 <= stored <= 600, stored
         keys = gateway.enc_keys("platform", number=2)
         assert platform.dec_keys("gateway", [k for k, _ in keys]) == keys
-        assert platform.status("gateway")["stored_key_count"] == 18
     finally:
         assert terminate(proc) == 0
 
