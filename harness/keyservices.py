@@ -29,9 +29,13 @@ KME_PORT = 9443
 RELAY_PORT = 8443
 KME_BOB, KME_ALICE = "kme-bob", "kme-alice"
 PLATFORM_SAE, GATEWAY_SAE = "platform", "gateway"
-#: Wall seconds a relay may wait for the link to distil the first keys (at time scale 1, 200 devices
-#: at the BCN rate need 42 emulated seconds of key plus the first post-processing block).
-PROVISION_TIMEOUT_S = 180.0
+
+def provision_timeout_s(devices: int, key_bits: int, rate_bps: float, block_s: float, time_scale: float) -> float:
+    """Wall seconds the relay waits for the first device keys before serving anyway (devices then
+    get 503 until keys exist): three times what the calibrated link needs to distil one key per
+    device plus two post-processing blocks, and never less than 15 s."""
+    needed_emulated = devices * key_bits / max(rate_bps, 1e-9) + 2 * block_s
+    return 15.0 + 3.0 * needed_emulated / time_scale
 
 
 @dataclass
@@ -101,14 +105,19 @@ class KeyServices:
             argv=kme + ["--listen", f"{self.addresses['alice']}:{KME_PORT}", "--kme-id", KME_ALICE,
                         "--peer-kme-id", KME_BOB, "--peer-kme", self.kme_url("dc"), "--issuing"])
         transport = self.scenario.section("kme")["wireless_transport"]
+        from harness.qkd.rate import secret_key_rate
+
+        timeout_s = provision_timeout_s(len(self.devices), config.key_bits,
+                                        secret_key_rate(config.loss_db, config.calibration, config),
+                                        config.post.block_duration_s, clock.time_scale)
         relay = ManagedProcess(
             name="relay", start_order=39, netns_pid=self.netns["gw"], log_path=logs / "relay.log",
-            ready_timeout_s=PROVISION_TIMEOUT_S + 10,
+            ready_timeout_s=timeout_s + 15,
             argv=[sys.executable, "-m", "harness.kme.relay", "--listen", f"{self.addresses['gw_wireless']}:{RELAY_PORT}",
                   "--transport", transport, "--pki", str(self.pki_dir), "--kme", self.kme_url("alice"),
                   "--kme-id", KME_ALICE, "--sae-id", GATEWAY_SAE, "--slave-sae-id", PLATFORM_SAE,
                   "--refresh-period-s", str(self.scenario.section("qkd")["refresh_period_s"]),
-                  "--provision-timeout-s", str(PROVISION_TIMEOUT_S), *clock.as_args()]
+                  "--provision-timeout-s", f"{timeout_s:.1f}", *clock.as_args()]
                  + [arg for device in self.devices for arg in ("--device", device)])
         return [bob, alice, kme_bob, kme_alice, relay]
 

@@ -127,3 +127,26 @@ def test_clean_after_a_killed_run_leaves_nothing(network_ok, tmp_path):
     assert not alive, f"recorded processes still alive: {alive}"
     again = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "nothing to remove" in again.stdout
+
+
+def test_eavesdropper_stops_key_delivery_and_the_run_shows_it(network_ok, tmp_path):
+    """Full intercept-resend: QBER near 25 %, every block aborted, no key reaches a device."""
+    scenario = tmp_path / "eve.toml"
+    scenario.write_text((Path(__file__).parents[2] / "experiments" / "bcn.toml").read_text()
+                        .replace('name = "bcn"', 'name = "eve"')
+                        .replace("[qkd]\n", "[qkd]\neve_intercept_fraction = 1.0\n"))
+    out_dir = tmp_path / "out"
+    proc = subprocess.Popen(QIOT + ["run", "--scenario", str(scenario), "--devices", "2", "--hours", "0.05",
+                                    "--time-scale", "30", "--mode", "qkd", "--out", str(out_dir), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    run_dir = only_run_dir(out_dir)
+    blocks = pd.read_csv(run_dir / "qkd-link" / "bob" / "blocks.csv")
+    assert len(blocks) >= 3 and blocks["aborted"].notna().all()
+    assert 0.22 <= blocks["qber"].mean() <= 0.28
+    assert blocks["keys_added"].sum() == 0
+    sent = pd.read_csv(run_dir / "qkd" / "sent.csv")
+    assert len(sent) >= 2 and sent["error"].str.contains("503").all()
+    summary = pd.read_csv(run_dir / "qkd" / "summary.csv").iloc[0]
+    assert summary["received"] == 0 and summary["loss_pct"] == 100.0
