@@ -119,11 +119,32 @@ class Testbed:
                   "--inventory", str(self.write_inventory()), "--state-dir", str(state_dir),
                   "--rest-port", str(free_tcp_port())])
 
+    def _lock(self) -> None:
+        """Take the machine-wide testbed lock: two Fig. 1 networks would collide on their names."""
+        import fcntl
+        import os
+
+        self.state.dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(self.state.dir / "testbed.lock", "a+")
+        try:
+            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock_file.seek(0)
+            holder = self._lock_file.read().strip() or "unknown"
+            self._lock_file.close()
+            self._lock_file = None
+            raise network.NetworkError(f"another qiot testbed is running ({holder}); wait for it to end, "
+                                       "or run `qiot clean` if it was killed") from None
+        self._lock_file.truncate(0)
+        self._lock_file.write(f"pid {os.getpid()}, run {self.state.run_id}")
+        self._lock_file.flush()
+
     def up(self) -> "Testbed":
         """Bring everything up; on any failure, tear down what was started and re-raise."""
         if self.caps.shaping == "none":
             raise network.NetworkError("this kernel has neither netem nor NFQUEUE+statistic+HTB: "
                                        "links cannot be shaped")
+        self._lock()
         from topologies.fig1 import DC_IP, Fig1Topo, LinkShape, device_name
 
         logs = self.run_dir / "logs"
@@ -163,6 +184,9 @@ class Testbed:
         if self.net is not None:
             self.net.stop()
             self.net = None
+        if getattr(self, "_lock_file", None) is not None:
+            self._lock_file.close()  # closing releases the flock
+            self._lock_file = None
 
     def __enter__(self) -> "Testbed":
         return self.up()
