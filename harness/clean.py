@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.state import INTERFACE_ALIAS_PREFIX, process_start_time, read_records, state_files
+from harness.state import INTERFACE_ALIAS_PREFIX, owner_alive, process_start_time, read_records, state_files
 
 
 @dataclass
@@ -24,6 +24,7 @@ class CleanReport:
     bridges: list[str] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    live: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (self.processes or self.bridges or self.interfaces or self.runs)
@@ -70,12 +71,20 @@ def _tagged_interfaces() -> list[str]:
     return names
 
 
-def clean(state_dir: Path | None = None) -> CleanReport:
-    """Remove every recorded or tagged qiot resource; return what was removed."""
+def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
+    """Remove every recorded or tagged qiot resource of runs that ended; return what was removed.
+
+    A run whose owning process still lives is left alone (listed in ``report.live``), and so are
+    the tagged bridges and interfaces, which may be its own, unless ``force`` is given.
+    """
     report = CleanReport()
     recorded_bridges, recorded_interfaces = set(), set()
     for path in state_files(state_dir):
         records = list(read_records(path))
+        owner = owner_alive(records)
+        if owner is not None and not force:
+            report.live.append(f"{path.stem} (pid {owner.pid})")
+            continue
         # Services first, then the namespaces' shells: a namespace disappears with its last process.
         for record in sorted(records, key=lambda r: r.kind == "netns"):
             if record.kind in ("process", "netns") and record.pid:
@@ -87,6 +96,8 @@ def clean(state_dir: Path | None = None) -> CleanReport:
                 recorded_interfaces.add(record.name)
         report.runs.append(path.stem)
         path.unlink(missing_ok=True)
+    if report.live:
+        return report  # the tags of a live run look exactly like leftovers: touch none of them
     ovs_up = subprocess.run(["ovs-vsctl", "--timeout=3", "show"], capture_output=True).returncode == 0
     if ovs_up:
         existing = set(subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True,

@@ -159,14 +159,18 @@ class _ProgressBar:
 
 
 @cli.command("clean")
-def clean_command() -> None:
+@click.option("--force", is_flag=True, help="Also remove the resources of runs whose qiot process still lives.")
+def clean_command(force: bool) -> None:
     """Remove what qiot runs left behind (recorded processes, tagged bridges and interfaces) only."""
     _require_root("qiot clean")
     from harness.clean import clean
 
-    report = clean()
+    report = clean(force=force)
+    for run in report.live:
+        click.echo(f"qiot clean: run {run} is still running: left alone (stop it, or use --force)")
     if report.empty():
-        click.echo("qiot clean: nothing to remove")
+        if not report.live:
+            click.echo("qiot clean: nothing to remove")
         return
     for label, items in (("processes", report.processes), ("bridges", report.bridges),
                          ("interfaces", report.interfaces), ("run records", report.runs)):

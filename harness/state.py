@@ -34,7 +34,7 @@ def process_start_time(pid: int) -> int | None:
 
 @dataclass
 class Record:
-    """One thing a run made: ``kind`` is process, netns, interface or bridge."""
+    """One thing a run made: ``kind`` is owner, process, netns, interface or bridge."""
 
     kind: str
     name: str
@@ -56,6 +56,11 @@ class RunState:
             out.write(json.dumps(record.__dict__) + "\n")
             out.flush()
             os.fsync(out.fileno())
+
+    def record_owner(self) -> None:
+        """This process owns the run: ``qiot clean`` leaves the run alone while it lives."""
+        pid = os.getpid()
+        self._append(Record("owner", "qiot", pid, process_start_time(pid)))
 
     def record_process(self, name: str, pid: int) -> None:
         self._append(Record("process", name, pid, process_start_time(pid)))
@@ -89,6 +94,14 @@ def read_records(path: Path) -> Iterator[Record]:
             yield Record(**json.loads(line))
         except (ValueError, TypeError):
             continue
+
+
+def owner_alive(records: list[Record]) -> Record | None:
+    """The run's owner record if that process still lives (same PID and start time), else None."""
+    for record in records:
+        if record.kind == "owner" and record.pid and process_start_time(record.pid) == record.start_time:
+            return record
+    return None
 
 
 def state_files(state_dir: Path | None = None) -> list[Path]:

@@ -145,6 +145,7 @@ class Testbed:
             raise network.NetworkError("this kernel has neither netem nor NFQUEUE+statistic+HTB: "
                                        "links cannot be shaped")
         self._lock()
+        self.state.record_owner()
         from topologies.fig1 import DC_IP, Fig1Topo, LinkShape, device_name
 
         logs = self.run_dir / "logs"

@@ -1,5 +1,6 @@
 """Managed processes with real child processes: readiness, failures, escalation, reaping, records."""
 
+import os
 import signal
 import socket
 import sys
@@ -86,3 +87,17 @@ def test_clean_kills_recorded_processes_only(tmp_path):
     finally:
         bystander.stop()
         orphan.stop()
+
+
+def test_clean_leaves_a_live_run_alone(tmp_path):
+    state_dir = tmp_path / "state"
+    state = RunState("live-run", state_dir)
+    state.record_owner()  # this test process owns the run and is alive
+    service = proc(tmp_path, READY_THEN_SLEEP, name="service").start(state)
+    try:
+        report = clean(state_dir)
+        assert report.live == [f"live-run (pid {os.getpid()})"] and report.processes == []
+        assert service.running and state.path.exists()
+        assert clean(state_dir, force=True).processes == [f"service (pid {service.pid})"]
+    finally:
+        service.stop()
