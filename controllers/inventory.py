@@ -35,6 +35,7 @@ class InventoryDevice:
     credentials: str
 
     def as_dict(self) -> dict:
+        """The inventory entry as JSON-ready data."""
         return asdict(self)
 
 
@@ -53,6 +54,7 @@ class Inventory:
         return iter(self.devices)
 
     def device_for_mac(self, mac: str) -> InventoryDevice | None:
+        """The device with this MAC (any case), or None for a MAC the inventory does not list."""
         return self.by_mac.get(normalise_mac(mac))
 
     @classmethod
@@ -90,6 +92,7 @@ class Inventory:
 
     @classmethod
     def load(cls, path: str | Path) -> "Inventory":
+        """Read and validate an inventory file; raise :class:`InventoryError` with a one-line reason."""
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:

@@ -3,7 +3,8 @@
 Written in the style of Ryu's ``simple_switch_13``: a table-miss flow sends unknown traffic to the
 controller, which learns source MACs per switch and installs exact flows toward known destinations,
 so after the first packet of a conversation the switch forwards on its own. Provisioning by MAC
-(devices known from an inventory, rogue MACs dropped) builds on top of this in a later app.
+(devices known from an inventory, rogue MACs dropped) builds on top of this in
+:mod:`controllers.provisioning`, which keeps this learning for the infrastructure switches.
 """
 
 from os_ken.base import app_manager
@@ -25,6 +26,7 @@ class QiotL2Switch(app_manager.OSKenApp):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.mac_to_port: dict[int, dict[str, int]] = {}
+        self.learned_idle_timeout_s = LEARNED_FLOW_IDLE_TIMEOUT_S
 
     @set_ev_cls(ofp_event.EventOFPSwitchFeatures, CONFIG_DISPATCHER)
     def switch_features_handler(self, ev):
@@ -67,9 +69,9 @@ class QiotL2Switch(app_manager.OSKenApp):
             match = parser.OFPMatch(in_port=in_port, eth_dst=eth.dst, eth_src=eth.src)
             if msg.buffer_id != ofproto.OFP_NO_BUFFER:
                 # The switch still holds the packet: the flow-mod releases it, no packet-out needed.
-                self._add_flow(datapath, 1, match, actions, LEARNED_FLOW_IDLE_TIMEOUT_S, msg.buffer_id)
+                self._add_flow(datapath, 1, match, actions, self.learned_idle_timeout_s, msg.buffer_id)
                 return
-            self._add_flow(datapath, 1, match, actions, LEARNED_FLOW_IDLE_TIMEOUT_S)
+            self._add_flow(datapath, 1, match, actions, self.learned_idle_timeout_s)
         data = msg.data if msg.buffer_id == ofproto.OFP_NO_BUFFER else None
         datapath.send_msg(parser.OFPPacketOut(datapath=datapath, buffer_id=msg.buffer_id,
                                               in_port=in_port, actions=actions, data=data))

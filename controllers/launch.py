@@ -1,8 +1,12 @@
 """Start os-ken with qiot's controller apps: the launcher os-ken >= 4 no longer ships.
 
-Usage: ``python -m controllers.launch --port 6653 [--app controllers.l2switch]``. The OpenFlow port
-is checked before os-ken starts because os-ken dies with an unrelated ``AttributeError`` when the
-port is taken (shared/platform-notes.md). Prints ``READY`` once the OpenFlow listener is bound.
+Usage: ``python -m controllers.launch --port 6653 [--inventory inventory.json --state-dir DIR
+--rest-port R] [--key-request-url URL [--key-request-netns-pid PID]]``. With an inventory the
+provisioning app (:mod:`controllers.provisioning`) runs, without one the plain learning switch
+(:mod:`controllers.l2switch`). The OpenFlow port is checked before os-ken starts because os-ken
+dies with an unrelated ``AttributeError`` when the port is taken (shared/platform-notes.md).
+Prints ``READY`` once the OpenFlow listener (and the REST endpoint, if asked for) accept
+connections. SIGTERM writes the final northbound snapshot and exits at once.
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import socket
 import sys
 import threading
 import time
+from pathlib import Path
 
-DEFAULT_APPS = ["controllers.l2switch"]
+L2_APP, PROVISIONING_APP = "controllers.l2switch", "controllers.provisioning"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -29,34 +34,83 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _announce_when_listening(host: str, port: int, timeout_s: float = 30.0) -> None:
-    """Print READY once os-ken accepts connections on the OpenFlow port."""
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _announce_when_listening(endpoints: list[tuple[str, int]], timeout_s: float = 30.0) -> None:
+    """Print READY once every endpoint accepts connections."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                print("READY", flush=True)
-                return
-        except OSError:
-            time.sleep(0.05)
-    print(f"controller: OpenFlow port {host}:{port} did not open within {timeout_s} s", flush=True)
+        if all(_accepts(host, port) for host, port in endpoints):
+            print("READY", flush=True)
+            return
+        time.sleep(0.05)
+    print(f"controller: {endpoints} did not all open within {timeout_s} s", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6653)
+    parser.add_argument("--app", action="append", dest="apps", help="app module (repeatable; overrides the default)")
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--inventory", type=Path, help="JSON inventory of the devices (device_id, mac, ip, credentials)")
+    parser.add_argument("--state-dir", type=Path, help="folder for the persistent registry and the final snapshot")
+    parser.add_argument("--rest-port", type=int, help="northbound REST port on 127.0.0.1")
+    parser.add_argument("--access-switch", default="qap4", help="bridge name of the wireless access switch")
+    parser.add_argument("--gateway-ip", default="10.1.0.1", help="the gateway's address on the device side")
+    parser.add_argument("--discovery-timeout-s", type=float, default=60.0,
+                        help="seconds after the access switch connects before missing devices are reported")
+    parser.add_argument("--key-request-url", help="key manager: POST {'devices': [...]} -> {'keys': {id: key_id}}")
+    parser.add_argument("--key-request-netns-pid", type=int,
+                        help="PID of a process in the network namespace to send the key request from")
+    parser.add_argument("--key-request-ca", type=Path, help="CA bundle for an https key manager")
+    parser.add_argument("--key-request-cert", type=Path, help="client certificate (PEM) for the key manager")
+    parser.add_argument("--key-request-key", type=Path, help="client key (PEM) for the key manager")
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The provisioning app's settings, or None when no inventory was given (plain learning switch)."""
+    from controllers.settings import ProvisioningSettings
+
+    if args.inventory is None:
+        return None
+    return ProvisioningSettings(
+        inventory_path=args.inventory, state_dir=args.state_dir or args.inventory.parent,
+        rest_port=args.rest_port, access_switch=args.access_switch, gateway_ip=args.gateway_ip,
+        discovery_timeout_s=args.discovery_timeout_s, key_request_url=args.key_request_url,
+        key_request_netns_pid=args.key_request_netns_pid, key_request_ca=args.key_request_ca,
+        key_request_cert=args.key_request_cert, key_request_key=args.key_request_key)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=6653)
-    parser.add_argument("--app", action="append", dest="apps", help="app module (repeatable)")
-    parser.add_argument("--log-level", default="INFO")
-    # Provisioning (issue 3) settings; accepted now so the testbed's command line stays stable.
-    parser.add_argument("--inventory", help="JSON inventory of the devices (device_id, mac, ip, credentials)")
-    parser.add_argument("--state-dir", help="folder for the controller's persistent registry")
-    parser.add_argument("--rest-port", type=int, help="northbound REST port on 127.0.0.1")
+    parser = build_parser()
     args = parser.parse_args(argv)
+    settings = settings_from_args(args)
+    if settings is not None:
+        from controllers.inventory import Inventory, InventoryError
+        from controllers.registry import Registry, RegistryError
 
+        try:  # fail here with one line, not with a traceback from inside os-ken's app loading
+            Registry(Inventory.load(settings.inventory_path), settings.state_dir, settings.gateway_ip).load()
+        except (InventoryError, RegistryError) as exc:
+            parser.error(str(exc))
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+    endpoints = [(args.host, args.port)]
     if not port_is_free(args.host, args.port):
         print(f"controller: OpenFlow port {args.host}:{args.port} is already in use", file=sys.stderr)
         return 2
+    if settings is not None and settings.rest_port is not None:
+        if not port_is_free(settings.rest_host, settings.rest_port):
+            print(f"controller: REST port {settings.rest_host}:{settings.rest_port} is already in use", file=sys.stderr)
+            return 2
+        endpoints.append((settings.rest_host, settings.rest_port))
     os.environ.setdefault("OSKEN_HUB_TYPE", "native")
     from os_ken import cfg, log
     from os_ken.base.app_manager import AppManager
@@ -67,10 +121,26 @@ def main(argv: list[str] | None = None) -> int:
     import logging
     logging.getLogger().setLevel(args.log_level)
 
-    # SIGTERM must end the process promptly: os-ken's joinall would otherwise keep waiting.
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    threading.Thread(target=_announce_when_listening, args=(args.host, args.port), daemon=True).start()
-    AppManager.run_apps(args.apps or DEFAULT_APPS)
+    apps = args.apps or [PROVISIONING_APP if settings is not None else L2_APP]
+    if settings is not None:
+        from controllers import provisioning
+
+        provisioning.configure(settings)
+
+    def terminate(*_):
+        # SIGTERM must end the process promptly (os-ken's joinall would keep waiting); the registry
+        # is already on disk, only the final northbound snapshot is written here.
+        try:
+            if settings is not None:
+                from controllers import provisioning
+
+                provisioning.write_final_snapshot()
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, terminate)
+    threading.Thread(target=_announce_when_listening, args=(endpoints,), daemon=True).start()
+    AppManager.run_apps(apps)
     return 0
 
 

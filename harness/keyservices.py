@@ -27,6 +27,7 @@ CLASSICAL_PORT = 7001   # Alice <-> Bob post-processing channel (TCP, over the o
 CLAVIS_PORT = 5323      # IDQ QKDSequence key-extraction port (reference.md §3)
 KME_PORT = 9443
 RELAY_PORT = 8443
+RELAY_ADMIN_PORT = 8081  # the relay's provisioning endpoint, on the gateway host's loopback
 KME_BOB, KME_ALICE = "kme-bob", "kme-alice"
 PLATFORM_SAE, GATEWAY_SAE = "platform", "gateway"
 
@@ -117,9 +118,19 @@ class KeyServices:
                   "--transport", transport, "--pki", str(self.pki_dir), "--kme", self.kme_url("alice"),
                   "--kme-id", KME_ALICE, "--sae-id", GATEWAY_SAE, "--slave-sae-id", PLATFORM_SAE,
                   "--refresh-period-s", str(self.scenario.section("qkd")["refresh_period_s"]),
-                  "--provision-timeout-s", f"{timeout_s:.1f}", *clock.as_args()]
+                  "--provision-timeout-s", f"{timeout_s:.1f}", *clock.as_args(),
+                  # Keys are obtained when the SDN provisioning app asks, once it has discovered
+                  # the devices (paper: "the application requests keys equal to the ... devices").
+                  "--admin-listen", f"127.0.0.1:{RELAY_ADMIN_PORT}", "--await-provisioning"]
                  + [arg for device in self.devices for arg in ("--device", device)])
         return [bob, alice, kme_bob, kme_alice, relay]
+
+    def key_request_config(self) -> dict:
+        """Where the provisioning controller sends its key request: the relay's local endpoint,
+        reached from inside the gateway's namespace."""
+        from harness.kme.relay_admin import PROVISION_PATH
+
+        return {"url": f"http://127.0.0.1:{RELAY_ADMIN_PORT}{PROVISION_PATH}", "netns_pid": self.netns["gw"]}
 
     def platform_args(self) -> list[str]:
         return ["--kme", self.kme_url("dc"), "--pki", str(self.pki_dir), "--sae-id", PLATFORM_SAE,

@@ -41,6 +41,7 @@ class Testbed:
     state: RunState
     seed: int = 1
     modes: tuple[str, ...] = ()
+    rogue_hosts: int = 0
     caps: capabilities.Capabilities = field(default_factory=capabilities.probe)
     processes: ProcessGroup | None = None
     net: network.QiotNetwork | None = None
@@ -60,10 +61,11 @@ class Testbed:
     def mechanisms(self) -> dict:
         """What the run's metadata records about how the network is emulated."""
         return {"switch": f"Open vSwitch, {self.caps.switch_datapath} datapath, OpenFlow 1.3",
-                "controller": "os-ken, controllers.l2switch",
+                "controller": "os-ken, controllers.provisioning (devices provisioned by MAC from the inventory)",
                 "shaping": shaping.describe(self.caps.shaping, self.wireless(), self.fibre_delay_ms())}
 
     keys: KeyServices | None = None
+    rest_port: int | None = None
 
     #: TCP port of the gateway's key relay on the wireless side (devices fetch QKD keys there).
     relay_port: int = RELAY_PORT
@@ -95,7 +97,15 @@ class Testbed:
         self.keys.make_pki()
         clock = EmulatedClock(time.time(), self.scenario.section("run")["time_scale"])
         self.facts["qkd_clock_epoch"] = clock.epoch_wall
-        self.processes.start(*self.keys.processes(clock))
+        processes = self.keys.processes(clock)
+        self.processes.start(*processes)
+        # The provisioning app requests the device keys through the gateway once it has discovered
+        # the devices; the run starts its devices when they have keys (or reports that they do not).
+        from controllers.rest import post_key_manager
+
+        post_key_manager(self.rest_port, self.keys.key_request_config())
+        relay = processes[-1]
+        self.facts["device_keys_before_start"] = self.wait_for_device_keys(relay.ready_timeout_s)
 
     def write_inventory(self) -> Path:
         """The device inventory the provisioning controller recognises devices by (MAC is the key)."""
@@ -112,12 +122,32 @@ class Testbed:
 
     def controller_process(self, port: int) -> ManagedProcess:
         """The OpenFlow controller: os-ken running qiot's provisioning app on the run's inventory."""
-        state_dir = self.run_dir / "controller"
+        from topologies.fig1 import GW_WIRELESS_IP
+
+        self.rest_port = free_tcp_port()
         return ManagedProcess(
             name="controller", start_order=0, log_path=self.run_dir / "logs" / "controller.log",
             argv=[sys.executable, "-m", "controllers.launch", "--port", str(port),
-                  "--inventory", str(self.write_inventory()), "--state-dir", str(state_dir),
-                  "--rest-port", str(free_tcp_port())])
+                  "--inventory", str(self.write_inventory()), "--state-dir", str(self.run_dir / "controller"),
+                  "--rest-port", str(self.rest_port), "--access-switch", "qap4", "--gateway-ip", GW_WIRELESS_IP])
+
+    def controller_view(self, path: str) -> dict:
+        """GET a northbound REST view of the controller (``/qiot/devices``, ``/qiot/keys``, ...)."""
+        import json
+        import urllib.request
+
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+        with opener.open(f"http://127.0.0.1:{self.rest_port}{path}", timeout=5) as response:
+            return json.loads(response.read())
+
+    def wait_for_device_keys(self, timeout_s: float) -> bool:
+        """Wait until the controller's key request has given every device a key id."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.controller_view("/qiot/keys").get("key_ids", {})) >= self.devices:
+                return True
+            time.sleep(0.25)
+        return False
 
     def _lock(self) -> None:
         """Take the machine-wide testbed lock: two Fig. 1 networks would collide on their names."""
@@ -162,7 +192,7 @@ class Testbed:
                             fibre=LinkShape(fibre["classical_rate_mbit"], self.fibre_delay_ms()),
                             wireless=LinkShape(wireless.rate_mbit, wireless.delay_ms, wireless.jitter_ms,
                                                wireless.loss_pct),
-                            netem=self.caps.shaping == "netem")
+                            netem=self.caps.shaping == "netem", rogue_hosts=self.rogue_hosts)
             self.net = network.build(topo, self.caps, port, self.state)
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
             if self.caps.shaping == "nfqueue":

@@ -47,6 +47,23 @@ def device_mac(index: int) -> str:
     return "02:51:0a:%02x:%02x:%02x" % ((index >> 16) & 0xFF, (index >> 8) & 0xFF, index & 0xFF)
 
 
+ROGUE_SUBNET_THIRD_OCTET = 255  # rogue hosts (tests only) sit in 10.1.255.0/24, far from devices
+
+
+def rogue_name(index: int) -> str:
+    """Host name of rogue host ``index`` (1-based): an uninventoried station on the access switch."""
+    return f"r{index}"
+
+
+def rogue_ip(index: int) -> str:
+    return f"10.1.{ROGUE_SUBNET_THIRD_OCTET}.{index}"
+
+
+def rogue_mac(index: int) -> str:
+    """A stable MAC outside the inventory's ``02:51:0a`` range."""
+    return "02:66:0b:00:%02x:%02x" % ((index >> 8) & 0xFF, index & 0xFF)
+
+
 @dataclass(frozen=True)
 class LinkShape:
     """Mininet ``TCLink`` options for one link (netem fields are used only where netem exists)."""
@@ -71,10 +88,11 @@ class LinkShape:
 
 
 class Fig1Topo(Topo):
-    """Fig. 1 with ``devices`` FiPy hosts; ``optical_switch`` adds the BCN optical switch."""
+    """Fig. 1 with ``devices`` FiPy hosts; ``optical_switch`` adds the BCN optical switch;
+    ``rogue_hosts`` adds uninventoried hosts ``r1``... on the access switch (provisioning tests)."""
 
     def build(self, devices: int = 3, optical_switch: bool = False, fibre: LinkShape = LinkShape(),
-              wireless: LinkShape = LinkShape(), netem: bool = False) -> None:
+              wireless: LinkShape = LinkShape(), netem: bool = False, rogue_hosts: int = 0) -> None:
         dc = self.addHost("dc", ip=f"{DC_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
         alice = self.addHost("alice", ip=f"{ALICE_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
         gw = self.addHost("gw", ip=f"{GW_OPTICAL_IP}/{OPTICAL_PREFIX}")
@@ -97,4 +115,9 @@ class Fig1Topo(Topo):
         for index in range(1, devices + 1):
             host = self.addHost(device_name(index), ip=f"{device_ip(index)}/{WIRELESS_PREFIX}",
                                 mac=device_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
+            self.addLink(host, s_ap, **wireless.tclink_options(netem))
+        # Rogues come after the devices, so the devices' switch ports are the same with or without them.
+        for index in range(1, rogue_hosts + 1):
+            host = self.addHost(rogue_name(index), ip=f"{rogue_ip(index)}/{WIRELESS_PREFIX}",
+                                mac=rogue_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
             self.addLink(host, s_ap, **wireless.tclink_options(netem))

@@ -137,8 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-scale", type=float, default=1.0)
     ap.add_argument("--provision-timeout-s", type=float, default=60.0,
                     help="wall seconds to wait for the first provisioning before serving anyway")
+    ap.add_argument("--admin-listen", default=None,
+                    help="loopback ADDR:PORT of the provisioning endpoint the SDN controller calls")
+    ap.add_argument("--await-provisioning", action="store_true",
+                    help="obtain keys only when the controller asks (--admin-listen), not at start-up")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
+    if args.await_provisioning and not args.admin_listen:
+        ap.error("--await-provisioning needs --admin-listen")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     devices = [d for item in args.device for d in item.split(",") if d]
     try:
@@ -156,6 +162,27 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    stop = threading.Event()
+
+    def start_refresh() -> None:
+        threading.Thread(target=lifecycle.run, args=(clock.now, clock.sleep_until, stop),
+                         name="key-refresh", daemon=True).start()
+
+    if args.admin_listen:
+        try:
+            from .relay_admin import ProvisioningServer
+
+            admin = ProvisioningServer(parse_address(args.admin_listen, "--admin-listen"), lifecycle, clock.now,
+                                       start_refresh if args.await_provisioning else (lambda: None))
+        except (ValueError, OSError) as exc:
+            print(f"error: --admin-listen: {exc}", file=sys.stderr)
+            return 2
+        admin.start_in_thread()
+    if args.await_provisioning:
+        try:
+            return serve_until_signal(server)
+        finally:
+            stop.set()
     deadline = time.monotonic() + args.provision_timeout_s
     while True:
         try:
@@ -169,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                       "serving 503 until provisioning succeeds", flush=True)
                 break
             time.sleep(0.5)
-    stop = threading.Event()
-    threading.Thread(target=lifecycle.run, args=(clock.now, clock.sleep_until, stop),
-                     name="key-refresh", daemon=True).start()
+    start_refresh()
     try:
         return serve_until_signal(server)
     finally:

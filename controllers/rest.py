@@ -1,0 +1,118 @@
+"""Northbound REST view of the provisioning controller, on 127.0.0.1 only.
+
+os-ken 4.x no longer ships Ryu's WSGI facility (``os_ken.app.wsgi`` is gone), so this is a plain
+``http.server`` in its own thread, reading the thread-safe :class:`~controllers.registry.Registry`.
+
+Endpoints (all JSON):
+
+- ``GET /qiot/switches``: ``{dpid_hex: {"dpid", "name", "role", "connected", "ports"}}``
+- ``GET /qiot/devices``: ``{"expected", "discovered", "provisioned", "missing", "devices": {id: record}}``
+- ``GET /qiot/rogues``: ``{mac: {"mac", "dpid", "port", "first_seen", "last_seen", "packet_ins", "reason"}}``
+- ``GET /qiot/counters``: ``{name: int}``
+- ``GET /qiot/keys``: ``{"key_manager", "requests": [...], "key_ids": {id: key_id}}``
+- ``GET /qiot/state``: the whole registry (what ``registry.json`` holds)
+- ``POST /qiot/key-manager`` ``{"url", "netns_pid"?, "ca"?, "cert"?, "key"?}``: configure the key
+  manager after start-up (the testbed only knows the hosts' namespaces once the network is built).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+from controllers.registry import Registry
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 << 10  # bytes; a key-manager configuration is a few hundred
+
+
+def devices_view(snapshot: dict) -> dict:
+    devices = snapshot["devices"]
+    return {"expected": snapshot["inventory_size"], "discovered": sorted(devices),
+            "provisioned": sorted(d for d, r in devices.items() if r["provisioned_at"] is not None),
+            "missing": snapshot["discovery"]["missing"], "discovery": snapshot["discovery"], "devices": devices}
+
+
+def keys_view(snapshot: dict) -> dict:
+    return {"key_manager": snapshot["key_manager"], "requests": snapshot["key_requests"],
+            "key_ids": {d: r["key_id"] for d, r in snapshot["devices"].items() if r["key_id"] is not None}}
+
+
+VIEWS: dict[str, Callable[[dict], object]] = {
+    "/qiot/switches": lambda s: s["switches"],
+    "/qiot/devices": devices_view,
+    "/qiot/rogues": lambda s: s["rogues"],
+    "/qiot/counters": lambda s: s["counters"],
+    "/qiot/keys": keys_view,
+    "/qiot/state": lambda s: s,
+}
+
+
+def post_key_manager(rest_port: int, config: dict, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict:
+    """Client side of ``POST /qiot/key-manager`` (for the testbed, once the gateway's namespace exists)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"http://{host}:{rest_port}/qiot/key-manager", data=json.dumps(config).encode(),
+                                     headers={"Content-Type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never via a proxy
+    with opener.open(request, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+class NorthboundServer(ThreadingHTTPServer):
+    """The REST endpoint; ``configure_key_manager`` is called with a POSTed configuration."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, registry: Registry,
+                 configure_key_manager: Callable[[dict], dict] | None = None) -> None:
+        self.registry = registry
+        self.configure_key_manager = configure_key_manager
+        super().__init__((host, port), _Handler)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve_forever, name="qiot-rest", daemon=True)
+        thread.start()
+        return thread
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: NorthboundServer
+
+    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        view = VIEWS.get(self.path.rstrip("/"))
+        if view is None:
+            self._send(404, {"error": f"no such endpoint {self.path}", "endpoints": sorted(VIEWS)})
+            return
+        self._send(200, view(self.server.registry.snapshot()))
+
+    def do_POST(self) -> None:  # noqa: N802
+        if self.path.rstrip("/") != "/qiot/key-manager" or self.server.configure_key_manager is None:
+            self._send(404, {"error": f"no such endpoint {self.path}"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._send(413, {"error": "body too large"})
+            return
+        try:
+            config = json.loads(self.rfile.read(length) or b"{}")
+            if not isinstance(config, dict):
+                raise ValueError("expected a JSON object")
+            self._send(200, self.server.configure_key_manager(config))
+        except (ValueError, TypeError) as exc:
+            self._send(400, {"error": str(exc)})
+
+    def _send(self, status: int, data: object) -> None:
+        body = json.dumps(data, indent=1).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt: str, *args) -> None:
+        log.debug("rest: " + fmt, *args)
