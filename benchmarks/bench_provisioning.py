@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -64,35 +63,19 @@ def start_key_manager(netns_pid: int) -> ThreadingHTTPServer:
     return holder["server"]
 
 
-class BenchTestbed(Testbed):
-    """The run's testbed, remembering the controller's REST port."""
-
-    def controller_process(self, port):
-        process = super().controller_process(port)
-        self.rest_port = int(process.argv[process.argv.index("--rest-port") + 1])
-        return process
-
-    def rest(self, path: str, body: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-
-
 def measure(devices: int, timeout_s: float) -> dict:
     quiet = scenario.load("bcn").with_overrides({
         "devices.count": devices, "wireless.delay_ms": 0.0, "wireless.jitter_ms": 0.0, "wireless.loss_pct": 0.0})
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-provisioning-{devices}-"))
-    bed = BenchTestbed(quiet, run_dir, RunState(f"bench-provisioning-{devices}"))
+    bed = Testbed(quiet, run_dir, RunState(f"bench-provisioning-{devices}"))
     try:
         bed.up()
         start_key_manager(bed.net.netns_pid("dc"))
-        bed.rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
+        bed.controller_rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
                                        "netns_pid": bed.net.netns_pid("gw")})
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            state = bed.rest("/qiot/state")
+            state = bed.controller_rest("/qiot/state")
             requests = state["key_requests"]
             if requests and requests[-1]["status"] not in ("in progress",):
                 break

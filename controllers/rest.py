@@ -51,17 +51,6 @@ VIEWS: dict[str, Callable[[dict], object]] = {
 }
 
 
-def post_key_manager(rest_port: int, config: dict, host: str = "127.0.0.1", timeout_s: float = 5.0) -> dict:
-    """Client side of ``POST /qiot/key-manager`` (for the testbed, once the gateway's namespace exists)."""
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{host}:{rest_port}/qiot/key-manager", data=json.dumps(config).encode(),
-                                     headers={"Content-Type": "application/json"})
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never via a proxy
-    with opener.open(request, timeout=timeout_s) as response:
-        return json.loads(response.read())
-
-
 class NorthboundServer(ThreadingHTTPServer):
     """The REST endpoint; ``configure_key_manager`` is called with a POSTed configuration."""
 

@@ -203,13 +203,17 @@ def available() -> list[str]:
 def load(name_or_path: str) -> Scenario:
     """Read and validate a scenario; raise :class:`ScenarioError` naming file and key on any problem."""
     path = resolve_path(name_or_path)
+    return Scenario(path, _check_semantics(validate_table(read_toml(path), SCHEMA, path), path))
+
+
+def read_toml(path: Path, error: type[ValueError] = ScenarioError) -> dict[str, Any]:
+    """Parse a TOML settings file; unreadable or malformed files raise ``error`` naming the file."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+        raise error(f"{path}: not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
-    return Scenario(path, _check_semantics(validate_table(raw, SCHEMA, path), path))
+        raise error(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def _check_semantics(data: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -101,9 +101,7 @@ class Testbed:
         self.processes.start(*processes)
         # The provisioning app requests the device keys through the gateway once it has discovered
         # the devices; the run starts its devices when they have keys (or reports that they do not).
-        from controllers.rest import post_key_manager
-
-        post_key_manager(self.rest_port, self.keys.key_request_config())
+        self.controller_rest("/qiot/key-manager", self.keys.key_request_config())
         relay = processes[-1]
         self.facts["device_keys_before_start"] = self.wait_for_device_keys(relay.ready_timeout_s)
 
@@ -131,20 +129,24 @@ class Testbed:
                   "--inventory", str(self.write_inventory()), "--state-dir", str(self.run_dir / "controller"),
                   "--rest-port", str(self.rest_port), "--access-switch", "qap4", "--gateway-ip", GW_WIRELESS_IP])
 
-    def controller_view(self, path: str) -> dict:
-        """GET a northbound REST view of the controller (``/qiot/devices``, ``/qiot/keys``, ...)."""
+    def controller_rest(self, path: str, body: dict | None = None, timeout_s: float = 10.0) -> dict:
+        """The controller's northbound REST API: GET a view (``/qiot/devices``, ``/qiot/keys``, ...),
+        or POST ``body`` (e.g. ``/qiot/key-manager``)."""
         import json
         import urllib.request
 
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-        with opener.open(f"http://127.0.0.1:{self.rest_port}{path}", timeout=5) as response:
+        with opener.open(request, timeout=timeout_s) as response:
             return json.loads(response.read())
 
     def wait_for_device_keys(self, timeout_s: float) -> bool:
         """Wait until the controller's key request has given every device a key id."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if len(self.controller_view("/qiot/keys").get("key_ids", {})) >= self.devices:
+            if len(self.controller_rest("/qiot/keys").get("key_ids", {})) >= self.devices:
                 return True
             time.sleep(0.25)
         return False

@@ -8,12 +8,11 @@ no figures: a bad value is reported as ``file: [section] key: problem``.
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.scenario import Field, validate_table
+from harness.scenario import Field, read_toml, validate_table
 
 #: Folder of the shipped profiles.
 PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "profiles"
@@ -89,13 +88,7 @@ class DeviceProfile:
     def load(cls, name_or_path: str | Path = "fipy") -> "DeviceProfile":
         """Read a profile by name (``experiments/profiles/<name>.toml``) or path; raise ProfileError."""
         path = _resolve(str(name_or_path))
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ProfileError(f"{path}: not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
-        return cls(path, validate_table(raw, SCHEMA, path, error=ProfileError))
+        return cls(path, validate_table(read_toml(path, ProfileError), SCHEMA, path, error=ProfileError))
 
     def with_values(self, overrides: Mapping[str, Any]) -> "DeviceProfile":
         """A copy with ``{"section.key": value}`` overrides (e.g. ``"crypto.hw.ecdh_p256_s"``), validated."""

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -72,12 +71,6 @@ class ProvisioningTestbed(Testbed):
         process.argv = list(process.argv) + ["--discovery-timeout-s", str(self.discovery_timeout_s)]
         return process
 
-    def rest(self, path: str, body: dict | None = None):
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
 
     def controller(self):
         return next(p for p in self.processes.started if p.name == "controller")
@@ -118,15 +111,15 @@ def test_discovery_timeout_requests_the_found_devices_keys_and_reports_the_missi
     with PhantomTestbed(quiet_scenario(), tmp_path, RunState("pytest-provisioning-timeout")) as phantom:
         stub = KeyManagerStub(phantom.net.netns_pid("dc"), (DC_IP, KEY_MANAGER_PORT))
         try:
-            phantom.rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
+            phantom.controller_rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
                                                "netns_pid": phantom.net.netns_pid("gw")})
-            keys = wait_for(lambda: (k := phantom.rest("/qiot/keys"))["requests"] and
+            keys = wait_for(lambda: (k := phantom.controller_rest("/qiot/keys"))["requests"] and
                             k["requests"][-1]["status"] == "completed" and k, 20, "the key request after the timeout")
             request = keys["requests"][0]
             assert sorted(request["devices"]) == [device_name(i) for i in range(1, DEVICES + 1)]
             assert request["discovery_missing"] == ["d99"] and len(keys["requests"]) == 1
             assert [sorted(r["devices"]) for r in stub.requests] == [sorted(request["devices"])]
-            discovery = phantom.rest("/qiot/devices")["discovery"]
+            discovery = phantom.controller_rest("/qiot/devices")["discovery"]
             assert discovery["timed_out_at"] is not None and discovery["completed_at"] is None
             assert discovery["timed_out_at"] - discovery["started_at"] >= PhantomTestbed.discovery_timeout_s
         finally:
@@ -140,7 +133,7 @@ def bed(network_ok, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("provisioning")
     with ProvisioningTestbed(quiet_scenario(), run_dir, RunState("pytest-provisioning"), rogue_hosts=1) as testbed:
         testbed.key_manager = KeyManagerStub(testbed.net.netns_pid("dc"), (DC_IP, KEY_MANAGER_PORT))
-        testbed.rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
+        testbed.controller_rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
                                            "netns_pid": testbed.net.netns_pid("gw")})
         yield testbed
     testbed.state.forget()
@@ -148,7 +141,7 @@ def bed(network_ok, tmp_path_factory):
 
 def test_every_device_is_discovered_provisioned_and_registered(bed):
     """No device sends anything: the controller's ARP probes for inventory IPs discover them."""
-    view = wait_for(lambda: (v := bed.rest("/qiot/devices"))["provisioned"] == sorted(
+    view = wait_for(lambda: (v := bed.controller_rest("/qiot/devices"))["provisioned"] == sorted(
         device_name(i) for i in range(1, DEVICES + 1)) and v, 20, "all devices provisioned")
     assert view["missing"] == [] and view["discovery"]["completed_at"] is not None
     for index in range(1, DEVICES + 1):
@@ -157,7 +150,7 @@ def test_every_device_is_discovered_provisioned_and_registered(bed):
         # Devices are linked to qap4 after the gateway, in order: port 1 is the gateway's.
         assert record["port"] == index + 1
         assert record["registered_at"] is not None and 0 <= record["provisioning_ms"] < 5000
-    state = bed.rest("/qiot/state")
+    state = bed.controller_rest("/qiot/state")
     assert state["gateway"]["port"] == 1
     roles = {s["name"]: s["role"] for s in state["switches"].values()}
     assert roles == {"qdc1": "infra", "qox2": "infra", "qed3": "infra", "qap4": "access"}
@@ -165,7 +158,7 @@ def test_every_device_is_discovered_provisioned_and_registered(bed):
 
 
 def test_one_key_is_requested_per_device_and_each_device_gets_its_key_id(bed):
-    keys = wait_for(lambda: (k := bed.rest("/qiot/keys"))["requests"] and
+    keys = wait_for(lambda: (k := bed.controller_rest("/qiot/keys"))["requests"] and
                     k["requests"][-1]["status"] == "completed" and k, 30, "the key request to complete")
     assert len(keys["requests"]) == 1
     assert sorted(keys["requests"][0]["devices"]) == [device_name(i) for i in range(1, DEVICES + 1)]
@@ -173,7 +166,7 @@ def test_one_key_is_requested_per_device_and_each_device_gets_its_key_id(bed):
     # Sent from the gateway's namespace: the key manager sees the gateway's optical address.
     assert bed.key_manager.clients == [fig1.GW_OPTICAL_IP]
     assert keys["key_ids"] == {device_name(i): f"key-{device_name(i)}-1" for i in range(1, DEVICES + 1)}
-    counters = bed.rest("/qiot/counters")
+    counters = bed.controller_rest("/qiot/counters")
     assert counters["keys_requested"] == DEVICES and counters["keys_received"] == DEVICES
 
 
@@ -201,10 +194,10 @@ def test_rogue_reaches_neither_broker_nor_key_manager(bed):
     assert len(bed.key_manager.requests) == requests_before
     ping = rogue.cmd(f"ping -n -q -c 3 -i 0.2 -W 1 {GW_WIRELESS_IP}")
     assert " 0 received" in ping
-    rogues = bed.rest("/qiot/rogues")
+    rogues = bed.controller_rest("/qiot/rogues")
     assert list(rogues) == [fig1.rogue_mac(1)]
     assert rogues[fig1.rogue_mac(1)]["port"] == DEVICES + 2 and rogues[fig1.rogue_mac(1)]["packet_ins"] >= 1
-    assert bed.rest("/qiot/counters")["rogue_macs"] == 1
+    assert bed.controller_rest("/qiot/counters")["rogue_macs"] == 1
     flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", "qap4"], capture_output=True,
                            text=True).stdout
     drop = [line for line in flows.splitlines() if fig1.rogue_mac(1) in line]
@@ -212,7 +205,7 @@ def test_rogue_reaches_neither_broker_nor_key_manager(bed):
 
 
 def test_controller_restart_keeps_device_traffic_and_registrations(bed):
-    before = bed.rest("/qiot/state")
+    before = bed.controller_rest("/qiot/state")
     device = bed.net.host("d1")
     # 0.05 s apart over ~8 s; the controller is away for ~3 s of it.
     pinger = device.popen(["ping", "-n", "-i", "0.05", "-c", "160", "-W", "1", DC_IP],
@@ -226,12 +219,12 @@ def test_controller_restart_keeps_device_traffic_and_registrations(bed):
     time.sleep(2.0)
     controller.start(bed.state)
     out, _ = pinger.communicate(timeout=30)
-    wait_for(lambda: all(s["connected"] for s in bed.rest("/qiot/switches").values()), 20, "switches to reconnect")
+    wait_for(lambda: all(s["connected"] for s in bed.controller_rest("/qiot/switches").values()), 20, "switches to reconnect")
     received = int(out.split(" received")[0].rsplit(" ", 1)[1])
     # Flows are permanent on the access switch and active learned flows do not idle out: nothing is lost
     # (allow 2 for scheduling noise on a shared machine).
     assert received >= 158, out
-    after = bed.rest("/qiot/state")
+    after = bed.controller_rest("/qiot/state")
     assert after["counters"]["controller_starts"] == before["counters"]["controller_starts"] + 1
     assert after["counters"]["registrations"] == before["counters"]["registrations"] == DEVICES
     for device_id, record in before["devices"].items():
@@ -252,9 +245,9 @@ def test_a_station_using_a_device_mac_on_another_port_is_dropped(bed):
               f"ip link set dev {intf} up")
     try:
         assert " 0 received" in rogue.cmd(f"ping -n -q -c 3 -i 0.2 -W 1 {GW_WIRELESS_IP}")
-        record = wait_for(lambda: bed.rest("/qiot/rogues").get(fig1.device_mac(1)), 5, "the impostor to be listed")
+        record = wait_for(lambda: bed.controller_rest("/qiot/rogues").get(fig1.device_mac(1)), 5, "the impostor to be listed")
         assert record["reason"] == "uses the MAC of d1" and record["port"] == DEVICES + 2
-        assert bed.rest("/qiot/devices")["devices"]["d1"]["port"] == 2
+        assert bed.controller_rest("/qiot/devices")["devices"]["d1"]["port"] == 2
         assert " 0% packet loss" in d1.cmd(f"ping -n -q -c 3 -i 0.2 -W 1 {DC_IP}")
     finally:
         rogue.cmd(f"ip link set dev {intf} down; ip link set dev {intf} address {original}; ip link set dev {intf} up")

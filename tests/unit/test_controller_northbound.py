@@ -15,7 +15,7 @@ from controllers.inventory import Inventory
 from controllers.keyrequest import HttpKeyRequester, KeyRequestError, parse_key_response
 from controllers.launch import build_parser, settings_from_args
 from controllers.registry import Registry
-from controllers.rest import NorthboundServer, post_key_manager
+from controllers.rest import NorthboundServer
 
 
 @pytest.fixture
@@ -91,8 +91,10 @@ def test_rest_views_and_key_manager_configuration(tmp_path):
     server.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
 
-    def get(path):
-        with urllib.request.urlopen(base + path, timeout=5) as response:
+    def get(path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read())
 
     try:
@@ -105,7 +107,7 @@ def test_rest_views_and_key_manager_configuration(tmp_path):
         with pytest.raises(urllib.error.HTTPError) as missing:
             get("/qiot/nothing")
         assert missing.value.code == 404
-        assert post_key_manager(server.server_address[1], {"url": "http://10.0.0.1/keys"}) == {"configured": True}
+        assert get("/qiot/key-manager", {"url": "http://10.0.0.1/keys"}) == {"configured": True}
         assert configured == [{"url": "http://10.0.0.1/keys"}]
     finally:
         server.shutdown()
