@@ -14,6 +14,7 @@ fi
 APT_PACKAGES=(
   mininet openvswitch-switch mosquitto mosquitto-clients bridge-utils ethtool iptables iproute2
   iputils-ping tcpdump libnetfilter-queue-dev build-essential python3-dev python3-venv procps psmisc
+  kmod util-linux git
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -28,8 +28,11 @@ def _probe(script: str) -> bool:
 def _ovs_kernel_module() -> bool:
     if Path("/sys/module/openvswitch").exists():
         return True
-    return subprocess.run(["modprobe", "-q", "openvswitch"], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
+    try:
+        return subprocess.run(["modprobe", "-q", "openvswitch"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=15).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):  # no modprobe (no kmod package): no module either
+        return False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import argparse
 import base64
 import csv
 import json
+import queue
 import signal
 import sys
 import threading
@@ -35,6 +36,9 @@ from harness.devices.keysteps import DKG_REQUEST_TOPIC, DKG_RESPONSE_TOPIC
 RECEIVED_FIELDS = ("device", "seq", "t_received", "t_sent", "key_id", "bytes", "decrypted")
 READING_TOPIC_FILTER = "qiot/+/reading"
 DKG_TOPIC_FILTER = DKG_REQUEST_TOPIC.format(device="+")
+#: dec_keys answers 503 while Bob's end is still distilling a key Alice's end already handed out
+#: (the two ends finish a post-processing block a moment apart); retried this often, this far apart.
+DEC_KEYS_ATTEMPTS, DEC_KEYS_RETRY_S = 5, 0.2
 
 
 class Platform:
@@ -49,15 +53,23 @@ class Platform:
         self.key_for, self.qos = key_for, qos
         self.dkg_keys: dict[tuple[str, str], bytes] = {}
         self.counts = {"ok": 0, "failed": 0, "malformed": 0, "unknown_key": 0}
+        # Readings are stamped on arrival and decrypted by a worker: a key lookup that waits for the
+        # KME must not hold up (and so delay the arrival stamps of) the readings behind it.
+        self._readings: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._decrypt_loop, name="decrypt", daemon=True)
+        self._worker.start()
 
     def on_message(self, client: mqtt.Client, _userdata, message: mqtt.MQTTMessage) -> None:
         if message.topic.endswith("/dkg/request"):
             self.answer_dkg(client, message)
         else:
-            self.record_reading(message)
+            self._readings.put((time.time(), message))
 
-    def record_reading(self, message: mqtt.MQTTMessage) -> None:
-        t_received = time.time()
+    def _decrypt_loop(self) -> None:
+        while (item := self._readings.get()) is not None:
+            self.record_reading(*item)
+
+    def record_reading(self, t_received: float, message: mqtt.MQTTMessage) -> None:
         try:
             header, _, _ = devicecrypto.parse_payload(message.payload)
         except devicecrypto.PayloadError:
@@ -101,16 +113,37 @@ class Platform:
             self.counts[row[-1]] += 1
 
     def close(self) -> None:
+        """Finish the readings already received, then close the file."""
+        self._readings.put(None)
+        self._worker.join(timeout=30)
         self._file.close()
 
 
 def qkd_key_lookup(kme_url: str, pki_dir: Path, sae_id: str, master_sae_id: str) -> Callable[[Mapping], bytes]:
     """Key lookup by key id through dec_keys at the platform's KME (cached: keys are handed out once)."""
     from harness.kme.client import EtsiClient
+    from harness.kme.etsi import EtsiError
     from harness.kme.lifecycle import PlatformKeyResolver
 
     resolver = PlatformKeyResolver(EtsiClient.for_sae(kme_url, pki_dir, sae_id), master_sae_id)
-    return lambda header: resolver.key_for(header["key_id"])
+    refused: dict[str, Exception] = {}
+
+    def lookup(header: Mapping) -> bytes:
+        # A refused id stays refused, so the KME is asked about it once; 503 (Bob's end has not
+        # distilled the key yet) is transient and asked again, after a short wait, a few times.
+        key_id = header["key_id"]
+        if key_id in refused:
+            raise refused[key_id]
+        for attempt in range(DEC_KEYS_ATTEMPTS):
+            try:
+                return resolver.key_for(key_id)
+            except EtsiError as exc:
+                if exc.status != 503 or attempt == DEC_KEYS_ATTEMPTS - 1:
+                    refused[key_id] = exc
+                    raise
+                time.sleep(DEC_KEYS_RETRY_S)
+
+    return lookup
 
 
 def main(argv: list[str] | None = None) -> int:

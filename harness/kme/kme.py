@@ -48,7 +48,7 @@ class _Reservation:
     master: str
     slave: str
     size: int
-    key: bytes | None  # held at the issuing end; None at the fetching end (fetched by id)
+    key: bytes | None  # the key; None while this QKD end has not distilled it yet (fetched by id later)
 
 
 class KeyManager:
@@ -150,12 +150,17 @@ class KeyManager:
                 raise etsi.bad_request("key_ID not found", key_ID=missing[0])
             if any(res.slave != slave or res.master != master for res in found):
                 raise etsi.unauthorized()
+        # Keys this end had not distilled when they were reserved are fetched now; if one is still
+        # missing (503), every reservation stays, so the slave can simply ask again.
+        for kid, res in zip(key_ids, found):
+            if res.key is None:
+                res.key = self._fetch_by_id(kid, res.size)
+        with self._lock:
+            if any(self._pending.get(kid) is not res for kid, res in zip(key_ids, found)):
+                raise etsi.bad_request("key_ID not found (delivered meanwhile)")
             for kid in key_ids:  # all or nothing: remove them together, under the lock
                 del self._pending[kid]
-        keys = []
-        for kid, res in zip(key_ids, found):
-            key = res.key if res.key is not None else self._fetch_by_id(kid, res.size)
-            keys.append((kid, key[: res.size // 8]))
+        keys = [(kid, res.key[: res.size // 8]) for kid, res in zip(key_ids, found)]
         log.info("dec_keys %s <- %s: %d key(s)", slave, master, len(keys))
         return etsi.key_container(keys)
 
@@ -173,15 +178,27 @@ class KeyManager:
         return ids
 
     def peer_reserve(self, master: str, slave: str, size: int, key_ids: list[str]) -> None:
-        """The issuing peer reports keys issued to ``master`` for ``slave``: remember them."""
+        """The issuing peer reports keys issued to ``master`` for ``slave``: remember them.
+
+        The key bytes are taken from this end's QKD buffer right away: a full buffer replaces its
+        oldest keys with new ones (paper), and an issued key is among the oldest, so waiting for the
+        slave's dec_keys could find it gone. A key this end has not distilled yet (its block is still
+        being processed) is fetched when dec_keys asks for it.
+        """
         for kid in key_ids:
             try:
                 keyids.clavis_id_for(kid)
             except keyids.KeyIdError:
                 raise etsi.bad_request("key_ID is not a valid key ID", key_ID=kid) from None
+        keys = {}
+        for kid in key_ids:
+            try:
+                keys[kid] = self._fetch_by_id(kid, size)
+            except etsi.EtsiError:
+                keys[kid] = None
         with self._lock:
             for kid in key_ids:
-                self._pending[kid] = _Reservation(master, slave, size, None)
+                self._pending[kid] = _Reservation(master, slave, size, keys[kid])
 
     # --- key source -----------------------------------------------------------------------------
     def _take_fresh(self, number: int) -> list[tuple[int, bytes]]:

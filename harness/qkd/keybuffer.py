@@ -4,8 +4,10 @@ Final bits from privacy amplification are appended to a bit stream and cut into 
 Alice and Bob (which distil identical bits in the same order) assign the same id to the same key
 without talking. Ids start at 1 (id 0 means "a new key" in the Clavis request).
 
-"New key" requests hand out the oldest key not yet handed out; a key stays readable by id (the
-peer asks for it by id) until it is evicted, and a key read by id is not handed out as new. Keys handed out at one end are reported to the other
+"New key" requests hand out the newest key not yet handed out: the peer's consumer then asks for
+it by id, and a full buffer evicts its oldest keys, so the newest key is the one that survives
+longest at the other end (handing out the oldest lost keys to eviction between the two requests).
+A key stays readable by id until it is evicted, and a key read by id is not handed out as new. Keys handed out at one end are reported to the other
 end with the next block (:meth:`take_handed_out` / :meth:`mark_handed_out`), so the two ends do
 not hand the same key to two consumers (the window is one block).
 """
@@ -71,9 +73,9 @@ class KeyBuffer:
             return key
 
     def take_new(self) -> tuple[int, bytes] | None:
-        """Hand out the oldest key not handed out yet (at either end); None if there is none."""
+        """Hand out the newest key not handed out yet (at either end); None if there is none."""
         with self._lock:
-            for key_id, key in self._keys.items():
+            for key_id, key in reversed(self._keys.items()):
                 if key_id not in self._handed_out:
                     self._handed_out.add(key_id)
                     self._to_report.append(key_id)

@@ -26,18 +26,32 @@ def test_full_buffer_replaces_oldest():
     assert buf.stored == 3 and buf.evicted == 2 and buf.produced == 5
 
 
-def test_new_key_hands_out_oldest_once_and_peer_reports():
+def test_new_key_hands_out_newest_once_and_peer_reports():
     alice, bob = KeyBuffer(5), KeyBuffer(5)
     bits = np.random.default_rng(1).integers(0, 2, 256 * 3, dtype=np.uint8)
     alice.add_bits(bits)
     bob.add_bits(bits)
     key_id, key = alice.take_new()
-    assert key_id == 1 and bob.get(1) == key           # same id, same key at both ends
+    assert key_id == 3 and bob.get(3) == key           # same id, same key at both ends
     assert alice.take_new()[0] == 2
     bob.mark_handed_out(alice.take_handed_out())
-    assert bob.take_new()[0] == 3                        # Bob skips what Alice handed out
+    assert bob.take_new()[0] == 1                        # Bob skips what Alice handed out
     assert bob.take_new() is None and bob.available == 0
-    assert alice.get(1) == key                           # still readable by id until evicted
+    assert alice.get(3) == key                           # still readable by id until evicted
+
+
+def test_a_handed_out_key_outlives_the_peers_evictions():
+    """The newest key is handed out, so the peer still holds it while full buffers turn over."""
+    alice, bob = KeyBuffer(4), KeyBuffer(4)
+    rng = np.random.default_rng(2)
+    first = rng.integers(0, 2, 256 * 4, dtype=np.uint8)
+    alice.add_bits(first)
+    bob.add_bits(first)
+    key_id, key = alice.take_new()
+    more = rng.integers(0, 2, 256 * 3, dtype=np.uint8)  # both ends evict their three oldest keys
+    alice.add_bits(more)
+    bob.add_bits(more)
+    assert bob.fetch(key_id) == key
 
 
 def test_bad_sizes_rejected():

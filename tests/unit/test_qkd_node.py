@@ -69,7 +69,7 @@ def test_node_processes_serve_identical_keys_and_stop_on_sigterm(tmp_path, confi
         while status == 1 and time.time() < deadline:   # "no more keys" until the first block is done
             key_id, status, key = _ask(sock, udp_a, 0, 1)
             time.sleep(0.05)
-        assert status == 0 and key_id == 1
+        assert status == 0 and key_id >= 1
         assert _ask(sock, udp_b, key_id, 2)[1:] == (0, key)            # Bob: same key for the same id
         bob_id, status, bob_key = _ask(sock, udp_b, 0, 3)             # a new key asked at Bob's end
         assert status == 0 and bob_id != key_id
