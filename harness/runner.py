@@ -107,7 +107,7 @@ def run(options: RunOptions) -> RunOutcome:
             mode_result = metadata["mode_results"][mode] = {"status": "running"}
             results.write_json_atomic(run_dir / "metadata.json", metadata)
             mode_dir = run_dir / mode
-            mode_dir.mkdir()
+            mode_dir.mkdir(exist_ok=True)  # the QKD folder may already hold the key-path capture
             try:
                 _run_mode(mode, mode_dir, bed, options, mode_result)
                 mode_result["status"] = "completed"
@@ -127,6 +127,8 @@ def run(options: RunOptions) -> RunOutcome:
         status = "interrupted"
     finally:
         bed.down()
+        if bed.key_capture is not None:
+            metadata["capture_keys"] = capture.capture_counters(bed.key_capture.log_path)
         metadata.update(status=status, ended=datetime.now(timezone.utc).isoformat())
         results.write_json_atomic(run_dir / "metadata.json", metadata)
         bed.state.forget()
@@ -175,7 +177,7 @@ def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions, reco
                         f"tcp port {MQTT_PORT}", logs),
         capture.tcpdump(f"capture-{mode}-gw", net.netns_pid("gw"), GW_WIRELESS_INTF,
                         mode_dir / "pcap" / "gw-wlan.pcap", f"tcp port {MQTT_PORT} or tcp port {bed.relay_port}", logs),
-    ] + bed.key_captures(mode, mode_dir / "pcap")
+    ]
     processes.start(*captures)
     platform = ManagedProcess(
         name=f"platform-{mode}", start_order=40, netns_pid=net.netns_pid("dc"),

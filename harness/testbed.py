@@ -70,13 +70,8 @@ class Testbed:
     #: TCP port of the gateway's key relay on the wireless side (devices fetch QKD keys there).
     relay_port: int = RELAY_PORT
 
-    def key_captures(self, mode: str, pcap_dir: Path) -> list[ManagedProcess]:
-        """Captures of the key traffic of ``mode``: in QKD mode the Clavis datagrams between Bob's KME
-        and Bob's key-extraction service on the data-centre host (the paper's Fig. 2e)."""
-        if mode != "qkd":
-            return []
-        return [capture.tcpdump(f"capture-{mode}-keys", self.net.netns_pid("dc"), "lo", pcap_dir / "keys.pcap",
-                                f"udp port {CLAVIS_PORT}", self.run_dir / "logs")]
+    #: The capture of the Clavis datagrams (the paper's Fig. 2e), running as long as the key path.
+    key_capture: ManagedProcess | None = None
 
     def platform_key_args(self, mode: str) -> list[str]:
         """Arguments telling the platform where its keys come from in ``mode``."""
@@ -95,6 +90,12 @@ class Testbed:
                                 {h: self.net.netns_pid(h) for h in hosts},
                                 {"dc": DC_IP, "alice": ALICE_IP, "gw_wireless": GW_WIRELESS_IP}, self.seed)
         self.keys.make_pki()
+        # Clavis datagrams between Bob's KME and Bob's key-extraction service on the data-centre
+        # host, from the first provisioning on: keys are reserved when issued, not when used.
+        self.key_capture = capture.tcpdump("capture-qkd-keys", self.net.netns_pid("dc"), "lo",
+                                           self.run_dir / "qkd" / "pcap" / "keys.pcap", f"udp port {CLAVIS_PORT}",
+                                           self.run_dir / "logs")
+        self.processes.start(self.key_capture)
         clock = EmulatedClock(time.time(), self.scenario.section("run")["time_scale"])
         self.facts["qkd_clock_epoch"] = clock.epoch_wall
         processes = self.keys.processes(clock)
