@@ -42,7 +42,7 @@ class WirelessShape:
         return cls(wireless["delay_ms"], wireless["jitter_ms"], wireless["loss_pct"], wireless["rate_mbit"])
 
 
-def describe(mechanism: str, shape: WirelessShape, fibre_delay_ms: float) -> dict:
+def describe(mechanism: str, fibre_delay_ms: float) -> dict:
     """What the run's metadata says about shaping: the mechanism and where each effect is applied."""
     if mechanism == "netem":
         return {"mechanism": "netem", "wireless": "tc netem + htb on both ends of each device link",

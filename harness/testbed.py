@@ -62,7 +62,7 @@ class Testbed:
         """What the run's metadata records about how the network is emulated."""
         return {"switch": f"Open vSwitch, {self.caps.switch_datapath} datapath, OpenFlow 1.3",
                 "controller": "os-ken, controllers.provisioning (devices provisioned by MAC from the inventory)",
-                "shaping": shaping.describe(self.caps.shaping, self.wireless(), self.fibre_delay_ms())}
+                "shaping": shaping.describe(self.caps.shaping, self.fibre_delay_ms())}
 
     keys: KeyServices | None = None
     rest_port: int | None = None

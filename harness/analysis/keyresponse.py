@@ -29,8 +29,8 @@ from pathlib import Path
 import pandas as pd
 from scapy.layers.inet import IP, UDP
 from scapy.layers.inet6 import IPv6
-from scapy.error import Scapy_Exception
-from scapy.utils import PcapReader
+
+from harness.analysis.pcap import open_pcap
 
 #: UDP port of IDQ's QKDSequence key service (reference.md §3).
 CLAVIS_PORT = 5323
@@ -102,11 +102,7 @@ def read_key_responses(pcap: str | Path, port: int = CLAVIS_PORT) -> pd.DataFram
     key_request_id, error_status, key_hex, device_id, crc32, crc_ok, raw_hex.
     """
     rows = []
-    try:
-        reader = PcapReader(str(pcap))
-    except (OSError, EOFError, Scapy_Exception) as exc:
-        raise ValueError(f"{pcap}: cannot read capture: {exc}") from None
-    with reader:
+    with open_pcap(pcap) as reader:
         for pkt in reader:
             if not pkt.haslayer(UDP) or pkt[UDP].sport != port:
                 continue

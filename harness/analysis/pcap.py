@@ -73,6 +73,14 @@ class _Stream:
     protocol_level: int = 4  # from CONNECT; 4 = MQTT 3.1.1, 5 = MQTT 5
 
 
+def open_pcap(pcap: str | Path) -> PcapReader:
+    """Open a capture for reading; an unreadable or malformed file raises ValueError naming it."""
+    try:
+        return PcapReader(str(pcap))
+    except (OSError, EOFError, Scapy_Exception) as exc:
+        raise ValueError(f"{pcap}: cannot read capture: {exc}") from None
+
+
 def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[pd.DataFrame, CaptureStats]:
     """Decode every qiot reading PUBLISHed towards ``broker_port`` in ``pcap``.
 
@@ -82,11 +90,7 @@ def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[
     """
     stats = CaptureStats()
     streams: dict[tuple, _Stream] = {}
-    try:
-        reader = PcapReader(str(pcap))
-    except (OSError, EOFError, Scapy_Exception) as exc:
-        raise ValueError(f"{pcap}: cannot read capture: {exc}") from None
-    with reader:
+    with open_pcap(pcap) as reader:
         for pkt in reader:
             stats.packets += 1
             _collect(pkt, broker_port, streams, stats)

@@ -18,7 +18,7 @@ import json
 import time
 
 from harness import devicecrypto
-from harness.energy.wakecycle import NetworkOutcome, Step
+from harness.energy.wakecycle import FULL_HANDSHAKE_STEPS, NetworkOutcome, Step
 from harness.mqttio import Session
 
 DKG_REQUEST_TOPIC = "qiot/{device}/dkg/request"
@@ -104,7 +104,7 @@ class QkdKeySteps(KeySteps):
             except FetchError as exc:
                 raise ValueError(f"gateway relay: {exc}") from None
             if self.transport == "tls_resume" and fetch.full_handshakes and self.charge_extra:
-                self.charge_extra(FULL_HANDSHAKE_OPS)
+                self.charge_extra([op for _, op in FULL_HANDSHAKE_STEPS])
             self._fetched = fetch
             return NetworkOutcome(fetch.network_s, step.nbytes)
         if step.name == "qkd_decrypt" and self._fetched is not None:
@@ -112,7 +112,3 @@ class QkdKeySteps(KeySteps):
             self._fetched = None
         return None
 
-
-#: Device-side public-key operations of a full TLS 1.2 ECDHE-ECDSA handshake with client certificate
-#: (the same list the wake plan charges for ``tls_full``).
-FULL_HANDSHAKE_OPS = ("ecc_keygen_p256", "ecdh_p256", "ecdsa_verify_p256", "ecdsa_verify_p256", "ecdsa_sign_p256")

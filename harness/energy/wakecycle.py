@@ -137,6 +137,15 @@ def _payload_bytes(reading_bytes: int) -> int:
     return 150 + 4 * -(-(reading_bytes + 16) // 3) + 16
 
 
+#: Device-side public-key operations of a full TLS 1.2 ECDHE-ECDSA handshake with client certificate:
+#: ephemeral key pair and ECDH, verify the server certificate and its ServerKeyExchange signature,
+#: sign CertificateVerify.
+FULL_HANDSHAKE_STEPS = (("tls_ecdhe_keygen", "ecc_keygen_p256"), ("tls_ecdhe_agree", "ecdh_p256"),
+                        ("tls_verify_certificate", "ecdsa_verify_p256"),
+                        ("tls_verify_key_exchange", "ecdsa_verify_p256"),
+                        ("tls_sign_certificate_verify", "ecdsa_sign_p256"))
+
+
 def _qkd_key_steps(transport: str) -> list[Step]:
     if transport == "psk_wrap":
         # TCP connect + request/response, then unwrap under the pre-shared per-device KEK.
@@ -156,11 +165,7 @@ def _qkd_key_steps(transport: str) -> list[Step]:
     return [Step("qkd_fetch", "network", round_trips=4,
                  nbytes=WIRE_BYTES["tls_full_client"] + WIRE_BYTES["key_request"],
                  bytes_rx=WIRE_BYTES["tls_full_server"] + WIRE_BYTES["wrapped_key"]),
-            Step("tls_ecdhe_keygen", "compute", op="ecc_keygen_p256"),
-            Step("tls_ecdhe_agree", "compute", op="ecdh_p256"),
-            Step("tls_verify_certificate", "compute", op="ecdsa_verify_p256"),
-            Step("tls_verify_key_exchange", "compute", op="ecdsa_verify_p256"),
-            Step("tls_sign_certificate_verify", "compute", op="ecdsa_sign_p256"),
+            *(Step(name, "compute", op=op) for name, op in FULL_HANDSHAKE_STEPS),
             Step("tls_prf", "compute", op="sha256", nbytes=CRYPTO_BYTES["tls_full_transcript"]),
             Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["tls_record"])]
 
