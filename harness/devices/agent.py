@@ -1,49 +1,30 @@
-"""One emulated FiPy device: wake on the emulated clock, obtain a key, publish a sealed reading, sleep.
+"""One emulated FiPy device: a wake cycle on its emulated timeline, the same in a run and a simulation.
 
-The agent knows nothing about how it is hosted (its own process, or a thread among hundreds in
-:mod:`harness.devices.fleet`): it is given addresses, a clock, key steps and sinks for its records.
-Each wake follows the plan of :func:`harness.energy.wakecycle.plan_wake` (boot, associate, key step
-if a refresh is due, sense, encrypt, publish, sleep). Network steps really happen over the emulated
-wireless link and are charged with the time they really took (the network is never accelerated);
-compute steps (ECC, AES, TLS crypto) are done with real cryptography on the host but charged at the
-profile's ESP32 time. Waits between wakes are emulated time, compressed by the time scale.
+The agent knows nothing about how it is hosted or how its bytes travel: a scheduler
+(:mod:`harness.devices.scheduler`) calls :meth:`DeviceAgent.wake` at each wake time, and a
+:class:`~harness.devices.transport.DeviceTransport` carries its exchanges: the real network of a run
+(:class:`~harness.devices.transport.NetworkTransport`) or the assumed one of a pure simulation
+(:class:`~harness.devices.simulated.SimulatedTransport`). Either way the device executes the same
+wake plan (:func:`harness.energy.wakecycle.plan_wake`: boot, associate, key step if a refresh is due,
+sense, encrypt, publish, sleep) with real cryptography, and charges each step to its Energest
+timeline: network steps with the time they took, compute steps at the profile's ESP32 time (never the
+host's), sleep until the next wake.
 """
 
 from __future__ import annotations
 
 import random
-import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Protocol
 
 from harness import devicecrypto
-from harness.clock import EmulatedClock
-from harness.devices.keysteps import KeySteps
+from harness.devices.config import DeviceSettings
+from harness.devices.transport import DeviceTransport, TransportError
 from harness.energy import DeviceProfile, DeviceTimeline, IntervalRow
-from harness.energy.wakecycle import (MQTT_OVERHEAD_BYTES, NetworkOutcome, Step, key_refresh_due, plan_wake,
-                                      run_steps)
-from harness.mqttio import Session
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
-    """Everything one device needs to run; built by the run from the scenario and the topology."""
-
-    device_id: str
-    index: int
-    mode: str  # "qkd" or "dkg"
-    broker_host: str
-    broker_port: int
-    wake_period_s: float
-    mqtt_qos: int
-    publish_timeout_s: float
-    refresh_period_s: float
-    energy_interval_s: float
-    qkd_transport: str
-    dkg_curve: str
-    seed: int
+from harness.energy.wakecycle import FULL_HANDSHAKE_STEPS, NetworkOutcome, Step, key_refresh_due, plan_wake, run_steps
+from harness.enums import KeyTransport, Mode
 
 
 @dataclass
@@ -68,103 +49,128 @@ class SentRecord:
                 int(self.key_refreshed), self.error]
 
 
-class DeviceAgent:
-    """The wake/publish/sleep loop of one device, from emulated time 0 to ``end_emul_s``."""
+class RecordSink(Protocol):
+    """Where an agent's records go: ``sent.csv`` and ``energy.csv`` in a run, lists in a simulation."""
 
-    def __init__(self, config: DeviceConfig, profile: DeviceProfile, keys: KeySteps, clock: EmulatedClock,
-                 end_emul_s: float, record: Callable[[SentRecord], None],
-                 record_energy: Callable[[list[IntervalRow]], None], stop: threading.Event) -> None:
-        self.config, self.profile, self.keys, self.clock = config, profile, keys, clock
-        self.end_emul_s, self.record, self.record_energy, self.stop = end_emul_s, record, record_energy, stop
-        self.timeline = DeviceTimeline(profile, config.device_id, 0.0, config.energy_interval_s)
-        # Seeds from a stable digest: Python's hash() of strings changes from process to process.
-        self.sensors = devicecrypto.PysenseSensors(seed=zlib.crc32(f"{config.seed}-{config.device_id}".encode()))
-        self.last_refresh: float | None = None
-        self._reading = None
-        self._outcome: SentRecord | None = None
+    def sent(self, record: SentRecord) -> None: ...
 
-    def run(self) -> None:
-        """Wake every period (first wake at a seeded phase, so devices do not all wake together)."""
-        phase = random.Random(f"{self.config.seed}-{self.config.device_id}-phase").random()
-        t_wake = phase * self.config.wake_period_s
-        self.timeline.sleep_until(min(t_wake, self.end_emul_s))
-        seq = 0
-        try:
-            while t_wake < self.end_emul_s and not self.stop.is_set():
-                if not self.clock.sleep_until(t_wake, self.stop):
-                    break
-                next_wake = t_wake + self.config.wake_period_s
-                self.wake_cycle(seq, t_wake, min(next_wake, self.end_emul_s))
-                seq += 1
-                t_wake = max(next_wake, self.timeline.now)  # a wake that overran delays the next one
-        finally:
-            # Account up to where the run ended (the end of the run, or now if it was stopped).
-            self.timeline.sleep_until(min(self.end_emul_s, max(self.clock.now(), self.timeline.now)))
-            rows = self.timeline.pop_rows()
-            partial = self.timeline.partial_row()
-            self.record_energy(rows + ([partial] if partial is not None else []))
-
-    def wake_cycle(self, seq: int, t_wake: float, wake_until: float) -> None:
-        """One wake: run the plan's steps on the timeline, then record the publish and energy rows."""
-        if self.timeline.now < t_wake:
-            self.timeline.sleep_until(t_wake)
-        due = key_refresh_due(t_wake, self.last_refresh, self.config.refresh_period_s)
-        steps = plan_wake(self.profile, self.config.mode, key_refresh_due=due, mqtt_qos=self.config.mqtt_qos,
-                          qkd_transport=self.config.qkd_transport, dkg_curve=self.config.dkg_curve)
-        self._outcome = SentRecord(self.config.device_id, seq, t_wake, time.time(), None, False, "", due, "")
-        try:
-            run_steps(self.timeline, steps, self.perform, wake_until=max(wake_until, self.timeline.now))
-        except KeyStepFailed as exc:
-            # No key, no reading: the device goes back to sleep and tries again next wake.
-            self._outcome.error = f"key step: {exc}"
-            self.timeline.sleep_until(max(wake_until, self.timeline.now))
-        else:
-            if due:
-                self.last_refresh = t_wake
-        self._outcome.key_id = self.keys.key_id
-        self.record(self._outcome)
-        self.record_energy(self.timeline.pop_rows())
-
-    def perform(self, step: Step) -> NetworkOutcome | None:
-        """Do a step's real work; network steps return what they really took."""
-        if step.name == "sense":
-            self._reading = self.sensors.read(self.timeline.now)
-        elif step.name == "publish":
-            return self.publish()
-        elif step.name.startswith(("dkg_", "qkd_", "tls_")):
-            try:
-                return self.keys.perform(step, self.config.publish_timeout_s)
-            except (OSError, TimeoutError, ValueError) as exc:
-                raise KeyStepFailed(str(exc) or type(exc).__name__) from None
-        elif step.kind == "network":
-            raise ValueError(f"step {step.name!r}: the agent has no network action for it")
-        return None
-
-    def publish(self) -> NetworkOutcome:
-        """Connect, seal the reading with the send time, publish, wait for the ack, disconnect.
-
-        The reading is sealed after CONNACK because its send time is part of the authenticated header.
-        A publish that fails still took radio time: the outcome charges what was spent.
-        """
-        cfg, record = self.config, self._outcome
-        start = time.time()
-        deadline = start + cfg.publish_timeout_s
-        session = Session(f"{cfg.device_id}-{cfg.mode}", cfg.broker_host, cfg.broker_port, cfg.publish_timeout_s)
-        payload = b""
-        try:
-            session.connect(deadline)
-            record.t_sent = time.time()
-            payload = devicecrypto.seal_reading(self.keys.key, device=cfg.device_id, seq=record.seq,
-                                                t_sent=record.t_sent, t_emul=record.t_emul, mode=cfg.mode,
-                                                key_id=self.keys.key_id, reading=self._reading)
-            session.publish(devicecrypto.topic_for(cfg.device_id), payload, cfg.mqtt_qos, deadline)
-            record.acked = True
-        except (OSError, TimeoutError) as exc:
-            record.error = str(exc) or type(exc).__name__
-        finally:
-            session.close()
-        return NetworkOutcome(time.time() - start, MQTT_OVERHEAD_BYTES + len(payload))
+    def energy(self, rows: list[IntervalRow]) -> None: ...
 
 
 class KeyStepFailed(RuntimeError):
     """The device could not obtain a key this wake (network failure or refusal)."""
+
+
+class DeviceAgent:
+    """The wake cycles of one device, from emulated time 0 to the end of the mode."""
+
+    def __init__(self, device_id: str, mode: Mode, settings: DeviceSettings, key_transport: KeyTransport,
+                 refresh_period_s: float, profile: DeviceProfile, transport: DeviceTransport, sink: RecordSink,
+                 seed: int) -> None:
+        self.device_id, self.mode, self.settings = device_id, Mode(mode), settings
+        self.key_transport, self.refresh_period_s = KeyTransport(key_transport), refresh_period_s
+        self.profile, self.transport, self.sink = profile, transport, sink
+        self.timeline = DeviceTimeline(profile, device_id, 0.0, settings.energy_interval_s)
+        # Seeds from a stable digest: Python's hash() of strings changes from process to process.
+        self.sensors = devicecrypto.PysenseSensors(seed=zlib.crc32(f"{seed}-{device_id}".encode()))
+        self.phase = random.Random(f"{seed}-{device_id}-phase").random()
+        self.key: bytes | None = None
+        self.key_id = ""
+        self.last_refresh: float | None = None
+        self.seq = 0
+        self._step_state: dict = {}
+        self._record: SentRecord | None = None
+
+    @property
+    def first_wake_s(self) -> float:
+        """A seeded phase within the first period, so devices do not all wake together."""
+        return self.phase * self.settings.wake_period_s
+
+    def wake(self, t_wake: float, end_s: float) -> float:
+        """Run the wake cycle due at ``t_wake``; return when the next one is due (a wake that overran
+        its period delays the next one)."""
+        if self.timeline.now < t_wake:
+            self.timeline.sleep_until(t_wake)
+        next_wake = t_wake + self.settings.wake_period_s
+        due = key_refresh_due(t_wake, self.last_refresh, self.refresh_period_s)
+        s = self.settings
+        steps = plan_wake(self.profile, self.mode, key_refresh_due=due, mqtt_qos=s.mqtt_qos,
+                          qkd_transport=self.key_transport, dkg_curve=s.dkg_curve,
+                          dkg_authenticated=s.dkg_authenticated,
+                          keygen_before_association=s.keygen_before_association)
+        self._record = SentRecord(self.device_id, self.seq, t_wake, time.time(), None, False, "", due, "")
+        wake_until = max(min(next_wake, end_s), self.timeline.now)
+        try:
+            run_steps(self.timeline, steps, self.perform, wake_until=wake_until)
+        except KeyStepFailed as exc:
+            # No key, no reading: the device goes back to sleep and tries again next wake.
+            self._record.error = f"key step: {exc}"
+            self.timeline.sleep_until(max(wake_until, self.timeline.now))
+        else:
+            if due:
+                self.last_refresh = t_wake
+        self._record.key_id = self.key_id
+        self.sink.sent(self._record)
+        self.sink.energy(self.timeline.pop_rows())
+        self.seq += 1
+        return max(next_wake, self.timeline.now)
+
+    def finish(self, t_end: float) -> None:
+        """Account up to ``t_end`` (the end of the mode, or where it was stopped) and flush the rows."""
+        self.timeline.sleep_until(max(t_end, self.timeline.now))
+        partial = self.timeline.partial_row()
+        self.sink.energy(self.timeline.pop_rows() + ([partial] if partial is not None else []))
+
+    # --- the steps ------------------------------------------------------------------------------
+    def perform(self, step: Step) -> NetworkOutcome | None:
+        """Do a step's real work; network steps return what they took."""
+        state, timeout = self._step_state, self.settings.publish_timeout_s
+        try:
+            if step.name == "sense":
+                state["reading"] = self.sensors.read(self.timeline.now)
+            elif step.name == "dkg_keygen":
+                state["party"] = devicecrypto.DkgParty("device", self.settings.dkg_curve)
+            elif step.name == "dkg_exchange":
+                state["key_id"], state["peer"], outcome = self.transport.dkg_exchange(
+                    self.device_id, self.settings.dkg_curve, state["party"].public_bytes, step, timeout)
+                return outcome
+            elif step.name == "dkg_agree":
+                self.key = state.pop("party").derive_key(state.pop("peer"), device_id=self.device_id)
+                self.key_id = state.pop("key_id")
+            elif step.name == "qkd_fetch":
+                fetch, outcome = self.transport.fetch_key(self.device_id, self.key_transport, step, timeout)
+                if self.key_transport == KeyTransport.TLS_RESUME and fetch.full_handshakes:
+                    # The relay declined the resumption: the handshake that happened was a full one.
+                    for _, op in FULL_HANDSHAKE_STEPS:
+                        self.timeline.compute(op)
+                state["fetch"] = fetch
+                return outcome
+            elif step.name == "qkd_decrypt":
+                fetch = state.pop("fetch")
+                self.key, self.key_id = fetch.key, fetch.key_id
+            elif step.name == "publish":
+                return self._publish(step)
+        except (TransportError, devicecrypto.KeyExchangeError) as exc:
+            raise KeyStepFailed(str(exc) or type(exc).__name__) from None
+        if step.kind == "network":
+            raise ValueError(f"step {step.name!r}: the agent has no network action for it")
+        return None
+
+    def _publish(self, step: Step) -> NetworkOutcome:
+        """Seal the reading with its send time (part of the authenticated header) and publish it.
+
+        A publish that fails still took radio time: the outcome charges what was spent.
+        """
+        record, reading = self._record, self._step_state.pop("reading")
+
+        def seal(t_sent: float) -> bytes:
+            record.t_sent = t_sent
+            return devicecrypto.seal_reading(self.key, device=self.device_id, seq=record.seq, t_sent=t_sent,
+                                             t_emul=record.t_emul, mode=self.mode, key_id=self.key_id,
+                                             reading=reading)
+
+        outcome = self.transport.publish(self.device_id, self.mode, seal, self.settings.mqtt_qos, step,
+                                         self.settings.publish_timeout_s)
+        record.acked = outcome.error == ""
+        record.error = outcome.error
+        return outcome.network

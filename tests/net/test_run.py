@@ -93,6 +93,15 @@ def test_interrupted_run_keeps_partial_results_marked(network_ok, tmp_path):
     assert len(messages) >= 1 and messages["received"].sum() >= 1
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed orphan waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def qiot_leftovers(run_id: str) -> dict:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
@@ -123,7 +132,7 @@ def test_clean_after_a_killed_run_leaves_nothing(network_ok, tmp_path):
     assert "removed" in first.stdout
     assert qiot_leftovers(run_id) == {"interfaces": [], "bridges": [], "state": False}
     time.sleep(0.5)
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    alive = [pid for pid in pids if running(pid)]
     assert not alive, f"recorded processes still alive: {alive}"
     again = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "nothing to remove" in again.stdout

@@ -25,7 +25,7 @@ def bed(network_ok, tmp_path_factory):
         "devices.count": DEVICES, "wireless.delay_ms": DELAY_MS, "wireless.jitter_ms": 0.0,
         "wireless.loss_pct": LOSS_PCT})
     run_dir = tmp_path_factory.mktemp("testbed")
-    with Testbed(shaped, run_dir, RunState("pytest-testbed")) as testbed:
+    with Testbed.for_scenario(shaped, run_dir, RunState("pytest-testbed")) as testbed:
         yield testbed
     testbed.state.forget()
 
