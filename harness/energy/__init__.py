@@ -1,4 +1,4 @@
-"""Energy of the emulated devices: profile, Energest-like accounting, wake-cycle plans, statistics.
+"""Energy of the emulated devices: profile, Energest-like accounting, wake-cycle plans.
 
 Pure code (no Mininet, no root). The device agent drives a :class:`~harness.energy.energest.DeviceTimeline`
 per device through the steps of :func:`~harness.energy.wakecycle.plan_wake`; the pure simulation in
@@ -21,10 +21,8 @@ from harness.energy.energest import (
     STATES, ENERGY_CSV_COLUMNS, DeviceTimeline, IntervalRow, rdc, energy_j, avg_current_ma,
     battery_life_days, write_energy_csv,
 )
-from harness.energy.stats import summarize_energy
 
 __all__ = [
     "DeviceProfile", "ProfileError", "STATES", "ENERGY_CSV_COLUMNS", "DeviceTimeline", "IntervalRow",
     "rdc", "energy_j", "avg_current_ma", "battery_life_days", "write_energy_csv",
-    "summarize_energy",
 ]
