@@ -13,7 +13,7 @@ import math
 import time
 from pathlib import Path
 
-from harness.analysis.rundir import ANALYSIS_SCHEMA_VERSION, RunDir, open_run
+from harness.analysis.rundir import ANALYSIS_SCHEMA_VERSION, RunDir, RunDirError, open_run, read_metadata
 from harness.analysis.series import DEFAULT_INTERVAL_S, build_series, write_table
 from harness.analysis.wire import wire_for_mode
 
@@ -81,6 +81,28 @@ def analyze_run(path: str | Path, interval_s: float | None = None, broker_port: 
     report["warnings"] = list(run.warnings)
     (run.path / "analysis.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def rederive_run(path: str | Path) -> list[str]:
+    """Rebuild every mode's messages.csv and summary.csv from its raw sent.csv and received.csv
+    (what ``qiot run`` does at the end of a mode); return the modes rebuilt.
+
+    The repair for a damaged or deleted derived file; the raw files are not touched.
+    """
+    from harness.results import finalize_mode
+
+    root = Path(path)
+    run = RunDir(root, read_metadata(root))  # not open_run: that refuses the damage being repaired
+    listed = run.metadata.get("modes")
+    names = [str(m) for m in listed] if isinstance(listed, list) else sorted(p.name for p in root.iterdir())
+    rebuilt = []
+    for mode in names:
+        if (root / mode / "sent.csv").is_file():
+            finalize_mode(root / mode, mode, run.devices or 0)
+            rebuilt.append(mode)
+    if not rebuilt:
+        raise RunDirError(f"{root}: no <mode>/sent.csv to derive messages.csv from")
+    return rebuilt
 
 
 def _finite(value):

@@ -47,10 +47,15 @@ def _emit(text: str, output: str | None) -> None:
                    "scenario's, else the run length / 12)")
 @click.option("--broker-port", type=click.IntRange(1, 65535), default=None,
               help="MQTT port in the captures (default: metadata mqtt_port or 1883)")
+@click.option("--rederive", is_flag=True,
+              help="first rebuild each mode's messages.csv and summary.csv from sent.csv and received.csv")
 @_friendly
-def analyze(run_dir: str, interval_s: float, broker_port: int | None) -> None:
+def analyze(run_dir: str, interval_s: float, broker_port: int | None, rederive: bool) -> None:
     """Parse the captures of RUN_DIR and write wire.csv, capture.json and series.csv per mode."""
-    from harness.analysis.analyze import analyze_run
+    from harness.analysis.analyze import analyze_run, rederive_run
+    if rederive:
+        for mode in rederive_run(run_dir):
+            click.echo(f"{mode}: messages.csv and summary.csv rebuilt from sent.csv and received.csv")
     report = analyze_run(run_dir, interval_s, broker_port)
     click.echo(f"series interval {report['interval_s']:g} s ({report['interval_source']})")
     for mode, info in report["modes"].items():

@@ -12,7 +12,6 @@ faults injected during the run (metadata ``faults``) are shaded on Fig. 2a-c.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import matplotlib
@@ -24,7 +23,7 @@ import pandas as pd  # noqa: E402
 from harness.analysis.analyze import analyze_run  # noqa: E402
 from harness.analysis.capacity import PAPER_POINTS, capacity_table, paper_points_table  # noqa: E402
 from harness.analysis.keyresponse import FIELDS, ERROR_TEXT, read_key_responses  # noqa: E402
-from harness.analysis.rundir import RunDir, RunDirError, open_run  # noqa: E402
+from harness.analysis.rundir import RunDir, RunDirError, open_run, read_json_object  # noqa: E402
 
 FORMATS = ("png", "pdf")
 _COLOURS = {"qkd": "tab:blue", "dkg": "tab:red"}
@@ -261,5 +260,4 @@ def warnings_of(path: str | Path) -> list[str]:
     report = Path(path) / "analysis.json"
     if not report.is_file():
         return []
-    data = json.loads(report.read_text(encoding="utf-8"))
-    return [str(w) for w in data.get("warnings", [])] if isinstance(data, dict) else []
+    return [str(w) for w in read_json_object(report).get("warnings", [])]

@@ -48,6 +48,8 @@ _NOT_NULL = {"messages.csv": ("device", "seq", "t_emul", "received"),
                             "battery_life_days")}
 #: A mode's result files: if any is there, messages.csv must be there too.
 RESULT_FILES = ("messages.csv", "energy.csv", "sent.csv", "received.csv", "summary.csv")
+#: How to rebuild messages.csv and summary.csv from a mode's raw files.
+REDERIVE_HINT = "rebuild it from sent.csv and received.csv with `qiot analyze --rederive RUN_DIR`"
 #: Energy rows must cover at least this share of the mode's emulated length (else: flagged).
 ENERGY_COVERAGE = 0.98
 
@@ -58,8 +60,10 @@ class RunDirError(ValueError):
 
 
 def _messages_v1_to_v2(frame: pd.DataFrame) -> pd.DataFrame:
-    """Version 1 had no device queue: nothing was queued (``queued_s`` 0) and no error was copied."""
-    return frame.assign(queued_s=0.0, error="")
+    """Version 1 had no device queue: nothing was queued (``queued_s`` 0) and no error was copied
+    (columns a later ``qiot analyze --rederive`` already wrote are kept)."""
+    defaults = {"queued_s": 0.0, "error": ""}
+    return frame.assign(**{column: value for column, value in defaults.items() if column not in frame})
 
 
 #: RUN_UPGRADES[v][file] turns that file of version v into version v + 1 (applied in a chain).
@@ -218,13 +222,7 @@ class RunDir:
         path = self.path / "analysis.json"
         if not path.is_file():
             return None
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{path}: cannot parse: {exc}") from None
-        if not isinstance(data, dict):
-            raise RunDirError(f"{path}: must hold a JSON object")
-        return check_version(data.get("schema_version"), ANALYSIS_SCHEMA_VERSION, path)
+        return check_version(read_json_object(path).get("schema_version"), ANALYSIS_SCHEMA_VERSION, path)
 
     def needs_analysis(self) -> bool:
         """True when the derived files are missing or of an older analysis version (derive them again)."""
@@ -248,11 +246,12 @@ class RunDir:
         if missing:
             raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}")
         if not _ends_with_newline(path):
-            raise RunDirError(f"{path}: last row is not terminated (file truncated)")
+            raise RunDirError(f"{path}: last row is not terminated (file truncated{_repair(path)})")
         for column in _NOT_NULL.get(path.name, ()):
             empty = frame[column].isna().to_numpy().nonzero()[0]
             if empty.size:
-                raise RunDirError(f"{path}: row {int(empty[0]) + 2} has no {column} (file truncated or damaged)")
+                raise RunDirError(f"{path}: row {int(empty[0]) + 2} has no {column} "
+                                  f"(file truncated or damaged{_repair(path)})")
         return frame
 
     def _cross_check(self, folder: Path, messages: pd.DataFrame) -> None:
@@ -263,14 +262,14 @@ class RunDir:
             sent = read_raw_csv(sent_path)  # a torn last sent.csv row was never a reading
             if len(sent) != rows:
                 raise RunDirError(f"{folder / 'messages.csv'}: {rows} rows but sent.csv has {len(sent)} "
-                                  f"(messages.csv truncated or stale)")
+                                  f"(messages.csv truncated or stale{_repair(folder / 'messages.csv')})")
         summary = self.summary(folder.name)
         if summary is not None and len(summary):
             for column, value in (("sent", rows), ("received", received)):
                 if column in summary and pd.notna(summary[column].iloc[0]) and int(summary[column].iloc[0]) != value:
                     raise RunDirError(f"{folder / 'messages.csv'}: {value} {'rows' if column == 'sent' else 'received'}"
                                       f" but summary.csv says {column} = {int(summary[column].iloc[0])} "
-                                      f"(messages.csv truncated or stale)")
+                                      f"(messages.csv truncated or stale{_repair(folder / 'messages.csv')})")
 
     def _check_energy_coverage(self, mode: str, path: Path, energy: pd.DataFrame) -> None:
         """Flag devices whose energy rows stop short of the mode's end, or that have none."""
@@ -286,22 +285,33 @@ class RunDir:
             self._flag(f"{path}: no energy rows for device(s) {', '.join(absent)}")
 
 
+def read_metadata(root: Path) -> dict[str, Any]:
+    """``metadata.json`` of the run directory ``root`` as a dict; raise :class:`RunDirError` if there is none."""
+    if not root.is_dir():
+        raise RunDirError(f"{root}: not a directory")
+    if not (root / "metadata.json").is_file():
+        raise RunDirError(f"{root}: no metadata.json (not a run directory)")
+    return read_json_object(root / "metadata.json")
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; raise :class:`RunDirError` naming it otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RunDirError(f"{path}: cannot parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path}: must hold a JSON object")
+    return data
+
+
 def open_run(path: str | Path) -> RunDir:
     """Open a run directory, check its version and find its modes; raise :class:`RunDirError` if it
     is not a readable run (see the module docstring for what is refused and what is flagged)."""
     root = Path(path)
-    if not root.is_dir():
-        raise RunDirError(f"{root}: not a directory")
-    meta_path = root / "metadata.json"
-    if not meta_path.is_file():
-        raise RunDirError(f"{root}: no metadata.json (not a run directory)")
-    try:
-        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RunDirError(f"{meta_path}: cannot parse: {exc}") from None
-    if not isinstance(metadata, dict):
-        raise RunDirError(f"{meta_path}: must hold a JSON object")
-    run = RunDir(root, metadata, check_version(metadata.get("schema_version"), RUN_SCHEMA_VERSION, meta_path))
+    metadata = read_metadata(root)
+    run = RunDir(root, metadata, check_version(metadata.get("schema_version"), RUN_SCHEMA_VERSION,
+                                               root / "metadata.json"))
     run.modes = _find_modes(run)
     if not run.modes:
         raise RunDirError(f"{root}: no mode folders (qkd/, dkg/) with messages.csv")
@@ -330,12 +340,20 @@ def _find_modes(run: RunDir) -> list[str]:
             if status not in (None, "completed"):
                 run._flag(f"{mode}: mode ended {status!r}: its figures cover only part of the run")
         elif present:
-            raise RunDirError(f"{folder / 'messages.csv'}: missing, although {mode}/{present[0]} is there")
+            raise RunDirError(f"{folder / 'messages.csv'}: missing, although {mode}/{present[0]} is there"
+                              f"{_repair(folder / 'messages.csv', ' (', ')')}")
         elif run.completed:
             raise RunDirError(f"{folder}: no results for mode {mode}, although the run completed")
         else:
             run._flag(f"{mode}: no results (run {run.status}): left out of every figure")
     return found
+
+
+def _repair(path: Path, before: str = "; ", after: str = "") -> str:
+    """The repair hint for a derived messages.csv whose raw sent.csv is there; '' otherwise."""
+    if path.name != "messages.csv" or not (path.parent / "sent.csv").is_file():
+        return ""
+    return f"{before}{REDERIVE_HINT}{after}"
 
 
 def _ends_with_newline(path: Path) -> bool:

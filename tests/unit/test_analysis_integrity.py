@@ -144,3 +144,33 @@ def test_analysis_files_of_unknown_or_older_versions(run):
     plot_run(run)                                                # derived again before drawing
     assert json.loads((run / "analysis.json").read_text())["schema_version"] == ANALYSIS_SCHEMA_VERSION
     assert "faults" in pd.read_csv(run / "qkd" / "series.csv").columns
+
+
+def test_rederive_repairs_a_damaged_messages_csv(run):
+    before = compare_runs([FIXTURE]).frame[["label", "metric", "mean", "n"]]
+    data = (run / "qkd" / "messages.csv").read_bytes()
+    (run / "qkd" / "messages.csv").write_bytes(data[: len(data) // 2])
+    (run / "dkg" / "messages.csv").unlink()
+    assert "qiot analyze --rederive" in _one_line_error([str(run)])
+    result = CliRunner().invoke(analyze, [str(run), "--rederive"])
+    assert result.exit_code == 0, result.output
+    assert "qkd: messages.csv and summary.csv rebuilt" in result.output
+    after = compare_runs([run]).frame
+    after = after[~after.metric.str.startswith("wire_")]        # the analysis ran: wire.csv is new
+    pd.testing.assert_frame_equal(after[["label", "metric", "mean", "n"]].reset_index(drop=True), before)
+
+
+def test_rederive_keeps_the_accounting_of_an_older_run(run):
+    _metadata(run, schema_version=1)
+    sent = pd.read_csv(run / "qkd" / "sent.csv", dtype={"error": str})
+    sent.loc[sent.acked == 0, "error"] = "queue overflow: 4 readings"
+    sent.to_csv(run / "qkd" / "sent.csv", index=False)
+    (run / "qkd" / "messages.csv").unlink()
+    CliRunner().invoke(analyze, [str(run), "--rederive"])
+    frame = compare_runs([run]).frame
+    dropped = frame[(frame.label == "hpn/qkd") & (frame.metric == "dropped_overflow_pct")]["mean"].iloc[0]
+    assert dropped == pytest.approx(100 / 12)       # the version-1 upgrade does not blank the errors
+    empty = run.parent / "empty"
+    empty.mkdir()
+    (empty / "metadata.json").write_text("{}")
+    assert "no <mode>/sent.csv" in _one_line_error([str(empty), "--rederive"], analyze)
