@@ -229,7 +229,7 @@ def _fmt(value: float) -> str:
 
 def _signed(value: float) -> str:
     text = _fmt(value)
-    return text if text == "n/a" or text.startswith("-") else f"+{text}"
+    return text if text in ("n/a", "0") or text.startswith("-") else f"+{text}"
 
 
 def _pct(value: float) -> str:
@@ -237,10 +237,13 @@ def _pct(value: float) -> str:
 
 
 def to_records(comparison: Comparison) -> dict:
-    """The JSON export: ``schema_version``, ``baseline``, ``warnings`` and ``rows`` (NaN as null)."""
+    """The JSON export: ``schema_version``, ``baseline``, ``warnings``, ``metrics`` (unit and what
+    one sample is, per metric present) and ``rows`` (NaN as null)."""
     rows = json.loads(comparison.frame.to_json(orient="records"))
+    present = dict.fromkeys(comparison.frame["metric"])
+    metrics = {name: {"unit": METRICS[name].unit, "sample": METRICS[name].sample} for name in present}
     return {"schema_version": ANALYSIS_SCHEMA_VERSION, "baseline": comparison.baseline,
-            "warnings": comparison.warnings, "rows": rows}
+            "warnings": comparison.warnings, "metrics": metrics, "rows": rows}
 
 
 def to_json(comparison: Comparison) -> str:

@@ -162,6 +162,9 @@ def test_compare_cli_formats_carry_a_schema_version(tmp_path):
     data = json.loads(out.read_text())
     assert data["schema_version"] == ANALYSIS_SCHEMA_VERSION and data["baseline"] == "hpn/dkg"
     assert {r["metric"] for r in data["rows"]} >= {"rdc", "battery_life_days", "latency_ms", "loss_pct"}
+    assert data["metrics"]["rdc"]["sample"].startswith("one device over the mode")
+    baseline_row = next(r for r in data["rows"] if r["label"] == "hpn/dkg")
+    assert baseline_row["p_value"] is None                              # NaN is written as null
 
 
 @pytest.mark.parametrize("args", [["/nonexistent/run"], ["{tmp}"], [str(FIXTURE), "--baseline", "x/y"]])
