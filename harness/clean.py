@@ -4,7 +4,8 @@ Only resources that a run recorded (``harness.state``) or tagged are touched: pr
 *and* kernel start time match the record (so a recycled PID is never killed), the namespaces held
 by recorded host shells, OVS bridges carrying ``external_ids:qiot-run``, and root-namespace
 interfaces whose alias starts with ``qiot:``; and of those only the ones whose owning qiot process
-is dead (``--force`` overrides), whichever state folder recorded them. Running it twice is harmless.
+is dead, whichever state folder recorded them (``--force`` also takes the live runs of the state
+folder it cleans, never those recorded elsewhere). Running it twice is harmless.
 """
 
 from __future__ import annotations
@@ -95,11 +96,12 @@ def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
     """Remove every recorded or tagged qiot resource of runs that ended; return what was removed.
 
     A run whose owning process still lives is left alone (listed in ``report.live``), and so are
-    the bridges and interfaces tagged with a living owner, whichever state folder recorded their run
-    (another user's, a test's), unless ``force`` is given.
+    the bridges and interfaces tagged with a living owner. ``force`` removes the live runs recorded in
+    this state folder too, but never the resources of a live run recorded elsewhere (another user's,
+    a test's own folder): their tags name a living owner.
     """
     report = CleanReport()
-    recorded_bridges, recorded_interfaces, live_runs = set(), set(), set()
+    recorded_bridges, recorded_interfaces, live_runs, cleaned_runs = set(), set(), set(), set()
     for path in state_files(state_dir):
         records = list(read_records(path))
         owner = owner_alive(records)
@@ -107,6 +109,7 @@ def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
             report.live.append(f"{path.stem} (pid {owner.pid})")
             live_runs.add(path.stem)
             continue
+        cleaned_runs.add(path.stem)
         # Services first, then the namespaces' shells: a namespace disappears with its last process.
         for record in sorted(records, key=lambda r: r.kind == "netns"):
             if record.kind in ("process", "netns") and record.pid:
@@ -120,7 +123,9 @@ def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
         path.unlink(missing_ok=True)
 
     def alive(run_id: str, owner: str | None) -> bool:
-        return not force and (run_id in live_runs or (owner is not None and tag_owner_alive(owner)))
+        if run_id in cleaned_runs:
+            return False
+        return run_id in live_runs or (owner is not None and tag_owner_alive(owner))
 
     ovs_up = subprocess.run(["ovs-vsctl", "--timeout=3", "show"], capture_output=True).returncode == 0
     if ovs_up:

@@ -106,8 +106,16 @@ def resolve_path(name_or_path: str) -> Path:
 
 
 def available() -> list[str]:
-    """Names of the scenarios shipped in ``experiments/``."""
-    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml"))
+    """Names of the scenarios shipped in ``experiments/`` (files with a ``[scenario]`` table; other
+    settings files live there too, e.g. ``paper.toml``)."""
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.toml") if _is_scenario(p))
+
+
+def _is_scenario(path: Path) -> bool:
+    try:
+        return "scenario" in read_toml(path)
+    except SettingsError:
+        return True  # a broken scenario is still listed, so `qiot scenarios` can say what is wrong
 
 
 def load(name_or_path: str) -> Scenario:

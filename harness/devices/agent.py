@@ -13,6 +13,7 @@ host's), sleep until the next wake.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import zlib
@@ -74,6 +75,8 @@ class DeviceAgent:
         # Seeds from a stable digest: Python's hash() of strings changes from process to process.
         self.sensors = devicecrypto.PysenseSensors(seed=zlib.crc32(f"{seed}-{device_id}".encode()))
         self.phase = random.Random(f"{seed}-{device_id}-phase").random()
+        # The plaintext a reading seals (what the encrypt step charges); the sensors' format is fixed.
+        self.reading_bytes = len(json.dumps(devicecrypto.PysenseSensors(seed=0).read(0.0), separators=(",", ":")))
         self.key: bytes | None = None
         self.key_id = ""
         self.last_refresh: float | None = None
@@ -93,11 +96,8 @@ class DeviceAgent:
             self.timeline.sleep_until(t_wake)
         next_wake = t_wake + self.settings.wake_period_s
         due = key_refresh_due(t_wake, self.last_refresh, self.refresh_period_s)
-        s = self.settings
-        steps = plan_wake(self.profile, self.mode, key_refresh_due=due, mqtt_qos=s.mqtt_qos,
-                          qkd_transport=self.key_transport, dkg_curve=s.dkg_curve,
-                          dkg_authenticated=s.dkg_authenticated,
-                          keygen_before_association=s.keygen_before_association)
+        steps = plan_wake(self.profile, self.mode, key_refresh_due=due, devices=self.settings,
+                          qkd_transport=self.key_transport, reading_bytes=self.reading_bytes)
         self._record = SentRecord(self.device_id, self.seq, t_wake, time.time(), None, False, "", due, "")
         wake_until = max(min(next_wake, end_s), self.timeline.now)
         try:

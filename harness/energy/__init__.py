@@ -1,4 +1,4 @@
-"""Energy of the emulated devices: profile, Energest-like accounting, wake-cycle plans, statistics.
+"""Energy of the emulated devices: profile, Energest-like accounting, wake-cycle plans.
 
 Pure code (no Mininet, no root). A device (:class:`harness.devices.agent.DeviceAgent`) drives one
 :class:`~harness.energy.energest.DeviceTimeline` through the steps of
@@ -14,10 +14,8 @@ from harness.energy.energest import (
     STATES, ENERGY_CSV_COLUMNS, DeviceTimeline, IntervalRow, rdc, energy_j, avg_current_ma,
     battery_life_days, write_energy_csv,
 )
-from harness.energy.stats import summarize_energy
 
 __all__ = [
     "DeviceProfile", "ProfileError", "STATES", "ENERGY_CSV_COLUMNS", "DeviceTimeline", "IntervalRow",
     "rdc", "energy_j", "avg_current_ma", "battery_life_days", "write_energy_csv",
-    "summarize_energy",
 ]

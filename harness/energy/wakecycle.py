@@ -99,16 +99,21 @@ def key_refresh_due(t_wake_s: float, last_refresh_s: float | None, refresh_perio
 
 
 def plan_wake(profile: DeviceProfile, mode: str, *, key_refresh_due: bool, reading_bytes: int = 200,
-              qkd_transport: str = "psk_wrap", dkg_curve: str = "p256", dkg_authenticated: bool = False,
+              qkd_transport: str = "psk_wrap", devices=None, dkg_curve: str = "p256", dkg_authenticated: bool = False,
               keygen_before_association: bool = False, mqtt_qos: int = 1) -> list[Step]:
     """The steps of one wake for ``mode`` ("qkd" | "dkg").
 
     ``reading_bytes``: plaintext size of the encrypted reading. QKD: ``qkd_transport`` is how the key
     crosses the wireless hop (full TLS handshake with client certificate, resumed TLS, or a key wrapped
-    under a pre-shared per-device key). DKG: ``dkg_curve``; ``dkg_authenticated`` adds an ECDSA signature
-    of the device's public key and a verification of the platform's; ``keygen_before_association``
-    generates the key pair before associating (radio still off).
+    under a pre-shared per-device key). ``devices`` (the scenario's
+    :class:`~harness.devices.config.DeviceSettings`), when given, supplies the device options below.
+    DKG: ``dkg_curve``; ``dkg_authenticated`` adds an ECDSA signature of the device's public key and a
+    verification of the platform's; ``keygen_before_association`` generates the key pair before
+    associating (radio still off).
     """
+    if devices is not None:
+        dkg_curve, dkg_authenticated = devices.dkg_curve, devices.dkg_authenticated
+        keygen_before_association, mqtt_qos = devices.keygen_before_association, devices.mqtt_qos
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if qkd_transport not in QKD_TRANSPORTS:

@@ -94,3 +94,13 @@ def test_simulation_is_seeded_and_reproducible(fipy):
     first, again = run(fipy, "qkd", devices=2), run(fipy, "qkd", devices=2)
     assert [r.rdc for r in first.cumulative] == [r.rdc for r in again.cumulative]
     assert [r.t_emul for r in first.records] == [r.t_emul for r in again.records]
+
+
+def test_summary_gives_mean_and_ci_over_devices(fipy):
+    from harness.results import summarize_energy
+
+    result = run(fipy, "qkd", devices=2)
+    summary = summarize_energy(result.rows)
+    assert summary["energy_devices"] == 2
+    assert summary["rdc_mean"] == pytest.approx(result.cumulative[0].rdc, rel=0.05)
+    assert summary["battery_life_days_ci95"] >= 0
