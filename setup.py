@@ -7,7 +7,6 @@ setup(
     description="Mininet testbed comparing QKD-delivered keys with on-device ECC key generation for IoT",
     packages=find_packages(include=["harness", "harness.*", "topologies", "topologies.*",
                                     "controllers", "controllers.*"]),
-    package_data={"harness": ["py.typed"]},
     python_requires=">=3.11",
     install_requires=[
         "click>=8.1",

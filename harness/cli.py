@@ -110,11 +110,9 @@ def run_command(scenario_name, hours, devices, mode, time_scale, seed, faults, o
         finally:
             if bar:
                 bar.finish()
-    for summary in outcome.summaries.values():
-        if summary:
-            click.echo(f"  {summary['mode']}: {summary['received']}/{summary['sent']} readings received, "
-                       f"loss {summary['loss_pct']:.2f}%, latency mean {summary['latency_mean_ms']:.2f} ms "
-                       f"(95% CI +/- {summary['latency_ci95_ms']:.2f})")
+    from harness.analysis.compare import headline
+
+    click.echo("\n" + headline(outcome.run_dir) + "\n")
     if outcome.status == "failed":
         click.echo(f"qiot: run failed: {outcome.reason.splitlines()[0] if outcome.reason else 'see logs/'}",
                    err=True)

@@ -13,6 +13,7 @@ and through ``RUN_DIR/config/hosts.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -144,13 +145,32 @@ def overridden(scenario: Scenario, *, hours: float | None = None, devices: int |
     return scenario.with_overrides(overrides) if overrides else scenario
 
 
+#: Interval lengths energy.csv rows may take, seconds: readable round figures.
+_ROUND_INTERVALS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+#: Fewest energy rows per device a run should have, so Fig. 2a-b show a curve, not a dot (issue 11).
+MIN_ENERGY_ROWS = 12
+
+
+def suited_energy_interval(duration_s: float, preferred_s: float) -> float:
+    """The scenario's energy interval, or a round shorter one that gives a run of ``duration_s`` at
+    least :data:`MIN_ENERGY_ROWS` rows per device."""
+    limit = min(preferred_s, duration_s / MIN_ENERGY_ROWS)
+    if preferred_s <= limit:
+        return preferred_s
+    fitting = [float(s) for s in _ROUND_INTERVALS_S if s <= limit]
+    return fitting[-1] if fitting else max(limit, 1.0)
+
+
 def build(scenario: Scenario, *, run_id: str, run_dir: Path, modes: tuple[str, ...] = MODES,
           rogue_hosts: int = 0) -> RunConfig:
-    """The run configuration of ``scenario`` (with its overrides applied: :func:`overridden`)."""
+    """The run configuration of ``scenario`` (with its overrides applied: :func:`overridden`); the
+    energy interval is shortened for a short run (:func:`suited_energy_interval`)."""
     settings = scenario.settings
+    interval = suited_energy_interval(settings.run.hours * 3600.0, settings.devices.energy_interval_s)
+    devices = dataclasses.replace(settings.devices, energy_interval_s=interval)
     return RunConfig(run_id=run_id, run_dir=str(run_dir), scenario_name=settings.scenario.name,
                      scenario_file=str(scenario.path), modes=tuple(Mode(m) for m in modes), run=settings.run,
-                     fibre=settings.fibre, wireless=settings.wireless, qkd=settings.qkd, devices=settings.devices,
+                     fibre=settings.fibre, wireless=settings.wireless, qkd=settings.qkd, devices=devices,
                      kme=settings.kme, capture=settings.capture, faults=settings.faults,
                      site=Fig1Site(devices=settings.devices.count, optical_switch=settings.fibre.optical_switch,
                                    rogue_hosts=rogue_hosts),

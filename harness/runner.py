@@ -234,12 +234,13 @@ def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float) -> None:
 
 
 def _analyze(config: RunConfig, metadata: dict) -> None:
-    """Derive the per-interval series and the capture cross-check from what was stored.
+    """Derive the per-interval series, the capture cross-check and the figures from what was stored.
 
     Runs after teardown, from files only; a failure here must not cost the run its raw results,
     so it is recorded in the metadata instead of raised.
     """
     from harness.analysis.analyze import analyze_run
+    from harness.analysis.plots import plot_run
 
     try:
         analyze_run(config.path, interval_s=config.devices.energy_interval_s)
@@ -247,3 +248,8 @@ def _analyze(config: RunConfig, metadata: dict) -> None:
     except Exception as exc:  # recorded, and the raw files stay for `qiot analyze` later
         metadata["analysis"] = f"failed: {type(exc).__name__}: {exc}"
     results.write_json_atomic(config.path / "metadata.json", metadata)
+    try:
+        plot_run(config.path)
+    except Exception as exc:  # figures can always be drawn later from the stored files: `qiot plot`
+        metadata["figures"] = f"failed: {type(exc).__name__}: {exc}"
+        results.write_json_atomic(config.path / "metadata.json", metadata)

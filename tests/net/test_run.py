@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import results
 from harness.state import STATE_DIR
 
 QIOT = [sys.executable, "-m", "harness.cli"]
@@ -41,7 +42,7 @@ def test_run_both_modes_end_to_end(network_ok, tmp_path):
     assert proc.returncode == 0, out
     run_dir = only_run_dir(tmp_path)
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["status"] == "completed" and metadata["schema_version"] == 1
+    assert metadata["status"] == "completed" and metadata["schema_version"] == results.SCHEMA_VERSION
     assert metadata["scenario"]["fibre"]["loss_db"] == 7.0
     assert metadata["mechanisms"]["shaping"]["mechanism"] in ("netem", "nfqueue")
     assert metadata["analysis"] == "analysis.json"

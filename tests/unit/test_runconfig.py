@@ -35,3 +35,9 @@ def test_bad_or_foreign_run_json_is_refused_in_one_line(tmp_path):
         runconfig.read(path)
     with pytest.raises(runconfig.RunConfigError, match="cannot read"):
         runconfig.read(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("hours, preferred, expected", [(24, 3600, 3600), (1, 3600, 300), (2, 3600, 600),
+                                                        (0.1, 3600, 30), (0.001, 3600, 1.0), (6, 900, 900)])
+def test_short_runs_get_an_energy_interval_with_a_dozen_rows(hours, preferred, expected):
+    assert runconfig.suited_energy_interval(hours * 3600, preferred) == expected
