@@ -64,6 +64,7 @@ class Daemon:
     env: dict[str, str] | None = None
     popen: subprocess.Popen | None = field(default=None, init=False, repr=False)
     netns_pid: int | None = field(default=None, init=False)
+    starts: int = field(default=0, init=False)  # how often it became ready (a restart makes it 2, ...)
 
     @property
     def where(self) -> str:
@@ -116,6 +117,7 @@ class Daemon:
         if state is not None:
             state.record_process(self.name, self.popen.pid)
         self.wait_ready(stop)
+        self.starts += 1
         return self
 
     def wait_ready(self, stop: StopRequest | None = None) -> None:
@@ -319,12 +321,17 @@ class DaemonSet:
                     statuses[target] = self.daemons[target].stop()
         return statuses
 
-    def restart(self, name: str) -> None:
-        """Stop one daemon (only it: its dependents keep running, as a real restart leaves them) and
-        start it again with the same configuration."""
+    def stop_only(self, name: str) -> int | None:
+        """Stop one daemon and only it: its dependents keep running, as they would through a real
+        crash or restart of it (start it again with :meth:`start`)."""
         daemon = self.daemons[name]
-        daemon.stop()
+        status = daemon.stop()
         daemon.popen = None
+        return status
+
+    def restart(self, name: str) -> None:
+        """:meth:`stop_only` then start again with the same configuration."""
+        self.stop_only(name)
         self.start(name)
 
     def stop_all(self) -> dict[str, int | None]:

@@ -213,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     subscriptions = [(READING_TOPIC_FILTER, args.qos)] + ([(DKG_TOPIC_FILTER, args.qos)] if args.mode == "dkg" else [])
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=True)
+    # A persistent session: across a broker restart (the broker keeps sessions on disk) and the
+    # platform's reconnect, QoS 1 readings that arrived meanwhile are delivered, not lost.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=False)
+    client.reconnect_delay_set(min_delay=1, max_delay=5)
     client.on_message = platform.on_message
     client.on_connect = lambda c, *_: c.subscribe(subscriptions)
     client.on_subscribe = lambda *_: print("READY", flush=True)

@@ -84,8 +84,8 @@ def key_daemons(config, clock_args: Callable[[], Sequence[str]], capture: str | 
                        requires=("qkd-alice", "kme-bob"),
                        argv=kme + ["--listen", f"{site.alice_ip}:{ports.kme}", "--kme-id", KME_ALICE_ID,
                                    "--peer-kme-id", KME_BOB_ID, "--peer-kme", kme_url(config, "dc"), "--issuing"])
-    relay = python_daemon(config, "relay", "harness.kme.relay", host="gw", requires=("kme-alice",),
-                          runtime_args=clock_args)
+    relay = python_daemon(config, "relay", "harness.kme.relay", host="gw", requires=("kme-alice",))
+    relay.runtime_args = lambda: list(clock_args()) + (["--restarted"] if relay.starts else [])
     return [bob, alice, kme_bob, kme_alice, relay]
 
 

@@ -171,12 +171,14 @@ def key_series(buffer: pd.DataFrame, sent: pd.DataFrame, link_offset_s: float, e
 
     ``buffer`` is the link's ``buffer.csv`` (its own emulated clock, started with the testbed);
     ``link_offset_s`` is how far (emulated seconds) the link's clock was ahead when the mode began.
-    Delivered keys count the devices' successful key refreshes (``sent.csv``), cumulatively.
+    ``keys_in_buffer`` is what the buffer can still hand out (``keys_available``: distilled, not yet
+    handed out), so a fibre cut shows as the buffer draining. Delivered keys count the devices'
+    successful key refreshes (``sent.csv``), cumulatively.
     """
     columns = ["t_emul", "keys_in_buffer", "keys_delivered"]
     if buffer.empty:
         return pd.DataFrame(columns=columns)
-    fill = pd.DataFrame({"t_emul": buffer["t_emul"] - link_offset_s, "keys_in_buffer": buffer["keys_stored"]})
+    fill = pd.DataFrame({"t_emul": buffer["t_emul"] - link_offset_s, "keys_in_buffer": buffer["keys_available"]})
     fill = fill[(fill["t_emul"] >= 0) & (fill["t_emul"] <= end_s)].sort_values("t_emul")
     if sent.empty or "key_refreshed" not in sent:
         fill["keys_delivered"] = 0

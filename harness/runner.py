@@ -12,6 +12,7 @@ and teardown, which polls nothing, always completes.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,10 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from harness import capture, results, runconfig
+from harness import capture, health, results, runconfig
 from harness.clock import EmulatedClock
 from harness.devices.fleet import fleet_daemon
 from harness.enums import Mode
+from harness.faultinjector import FaultInjector
+from harness.health import CpuSampler
 from harness.iotplatform import platform_daemon
 from harness.lifecycle import Interrupted, StopRequest
 from harness.runconfig import RunConfig
@@ -126,8 +129,6 @@ def run(options: RunOptions, stop: StopRequest) -> RunOutcome:
     results.write_json_atomic(run_dir / "metadata.json", metadata)
     status = "failed"
     try:
-        if config.faults:
-            raise RuntimeError("this qiot cannot inject faults yet: remove [[faults]] / --fault")
         declare_modes(bed, clocks)
         bed.up()
         metadata.update(bed.facts)
@@ -159,8 +160,10 @@ def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, 
     record = metadata["mode_results"][mode] = {"status": "running"}
     results.write_json_atomic(config.path / "metadata.json", metadata)
     config.mode_dir(mode).mkdir(exist_ok=True)  # the QKD folder may already hold the key-path capture
+    injector: list[FaultInjector] = []
+    cpu = CpuSampler().start()
     try:
-        _devices_until_the_end(mode, bed, clocks, options, record)
+        _devices_until_the_end(mode, bed, clocks, options, record, injector)
         record["status"] = "completed"
     except Interrupted:
         record["status"] = "interrupted"
@@ -169,7 +172,13 @@ def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, 
         record["status"] = "failed"
         raise
     finally:
-        # Whatever happened, the mode's daemons stop now and its derived files are written.
+        # Whatever happened, what the faults broke is mended, the mode's daemons stop now and its
+        # derived files are written.
+        if injector:
+            metadata.setdefault("faults", []).extend(injector[0].finish())
+        record["health"] = _mode_health(config, mode, cpu.stop())
+        metadata["emulation_health"] = health.worst({m: r["health"] for m, r in metadata["mode_results"].items()
+                                                     if "health" in r})
         names = [n for n in bed.daemons.daemons if n.endswith(f"-{mode}") or n.startswith(f"capture-{mode}-")]
         bed.daemons.stop(*names)
         record["capture"] = {n: capture.capture_counters(bed.daemons[n].log_path)
@@ -181,12 +190,15 @@ def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, 
             _write_key_series(bed, config.mode_dir(mode), clocks.clocks[mode].epoch_wall)
 
 
-def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, record: dict) -> None:
-    """Start the mode's devices (and what they need) and follow them to the end of the mode."""
+def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, record: dict,
+                           injector: list) -> None:
+    """Start the mode's devices (and what they need), the mode's faults, and follow the devices to the
+    end of the mode."""
     config, stop = bed.config, bed.stop
     fleet = bed.daemons[f"devices-{mode}"]
     bed.daemons.start(fleet.name)
     record["clock_epoch"] = clocks.clocks[mode].epoch_wall
+    injector.append(FaultInjector(bed, mode, clocks.clocks[mode], stop).start())
     sent, received = RowCounter(config.mode_dir(mode) / "sent.csv"), RowCounter(config.mode_dir(mode) / "received.csv")
     devices, hours = config.devices, config.run.hours
     # Progress is what the devices have done (they may lag the clock when the machine is too slow
@@ -220,6 +232,16 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
     if stop.wait(min(2.0, devices.publish_timeout_s)):
         stop.check()
     report(sent(), fraction=1.0)
+
+
+def _mode_health(config: RunConfig, mode: str, cpu_samples: list[float]) -> dict:
+    """Did the emulator keep up during the mode (the fleet's and the CPU's figures)?"""
+    fleet_path = config.mode_dir(mode) / "fleet.json"
+    try:
+        fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
+    except ValueError:
+        fleet = None
+    return health.assess(fleet, cpu_samples, None, health.load_thresholds())
 
 
 def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float) -> None:

@@ -36,13 +36,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _sp
 
+from harness.devices.behaviour import QUEUE_OVERFLOW
+
 #: Confidence level of every interval in the results (the paper: 95%).
 CONFIDENCE = 0.95
 #: Significance level of the difference tests (two-sided).
 ALPHA = 1.0 - CONFIDENCE
 
-#: ``sent.csv``/``messages.csv`` error text of a reading the device dropped because its queue was full.
-QUEUE_OVERFLOW_PREFIX = "queue overflow"
+#: ``sent.csv``/``messages.csv`` error text of a reading the device dropped because its queue was full
+#: (defined once, by the device that writes it).
+QUEUE_OVERFLOW_PREFIX = QUEUE_OVERFLOW
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,36 @@ from harness.devices.agent import DeviceAgent, SentRecord
 from harness.devices.scheduler import WakeScheduler
 from harness.devices.transport import NetworkTransport
 from harness.energy import DeviceProfile, IntervalRow, ProfileError, write_energy_csv
+from harness.energy.wakecycle import assumed_outcome
+from harness.health import percentile
 from harness.enums import Mode, values
 from harness.netns import enter_namespace
 
 #: Most wakes in flight at once. A wake spends ~tens of ms waiting on the network; 64 threads cover
 #: hundreds of wakes per second (engineering choice, not a device property).
 MAX_WORKERS = 64
+
+
+class ExchangeStats:
+    """How much longer each network exchange took than the shaped link explains (emulation health)."""
+
+    def __init__(self, profile: DeviceProfile, rtt_s: float) -> None:
+        self.profile, self.rtt_s = profile, rtt_s
+        self.excess_ms: list[float] = []
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, step, outcome, ok: bool) -> None:
+        expected = assumed_outcome(self.profile, step, self.rtt_s).duration_s
+        with self._lock:
+            if not ok:
+                self.failed += 1
+            elif len(self.excess_ms) < 200_000:
+                self.excess_ms.append(1000.0 * (outcome.duration_s - expected))
+
+    def as_dict(self) -> dict:
+        return {"count": len(self.excess_ms), "failed": self.failed,
+                "excess_p50_ms": percentile(self.excess_ms, 50), "excess_p95_ms": percentile(self.excess_ms, 95)}
 
 
 class CsvSink:
@@ -95,8 +119,10 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
     transport = NetworkTransport((site.dc_ip, site.ports.mqtt), config.devices.mqtt_qos,
                                  relay_url(config) if mode == Mode.QKD else None, config.pki_dir)
     sink = CsvSink(config.mode_dir(mode))
+    exchanges = ExchangeStats(profile, config.wireless.rtt_s)
     agents = [DeviceAgent(name, Mode(mode), config.devices, config.kme.wireless_transport,
-                          config.qkd.refresh_period_s, profile, transport, sink, config.run.seed)
+                          config.qkd.refresh_period_s, profile, transport, sink, config.run.seed,
+                          on_exchange=exchanges)
               for name in site.device_names()]
     missing = [agent.device_id for agent in agents if agent.device_id not in hosts]
     if missing:
@@ -108,8 +134,11 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
         scheduler.run(agents, config.duration_s)
     finally:
         sink.close()
-    report = {"devices": len(agents), "workers": scheduler.workers, "lag": scheduler.lag.as_dict(),
-              "failures": scheduler.failures}
+    report = {"devices": len(agents), "workers": scheduler.workers,
+              "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
+              "failures": scheduler.failures,
+              # Failed key refreshes (a relay or KME away, an outage): retried with backoff.
+              "key_failures": {a.device_id: a.keys.failed_total for a in agents if a.keys.failed_total}}
     (config.mode_dir(mode) / "fleet.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 

@@ -79,13 +79,16 @@ class LagStats:
             if len(self.samples) < 100_000:
                 self.samples.append(lag_s)
 
-    def as_dict(self) -> dict:
+    def as_dict(self, time_scale: float = 1.0) -> dict:
+        """The figures, in emulated seconds and (divided by ``time_scale``) in wall seconds."""
         import numpy as np
 
         ordered = np.asarray(self.samples) if self.samples else np.zeros(1)
+        p95 = float(np.percentile(ordered, 95))
         return {"wakes": self.wakes, "mean_s": self.total_s / self.wakes if self.wakes else 0.0,
-                "p95_s": float(np.percentile(ordered, 95)), "max_s": self.max_s, "late_wakes": self.late_wakes,
-                "late_threshold_s": self.late_threshold_s}
+                "p95_s": p95, "max_s": self.max_s, "late_wakes": self.late_wakes,
+                "late_threshold_s": self.late_threshold_s, "p95_wall_s": p95 / time_scale,
+                "max_wall_s": self.max_s / time_scale}
 
 
 class WakeScheduler:

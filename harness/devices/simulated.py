@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -94,10 +94,11 @@ class SimulatedTransport:
                   timeout_s: float) -> tuple[KeyFetch, NetworkOutcome]:
         return self.backend.fetch_key(device, transport), self._outcome(device, step)
 
-    def publish(self, device: str, mode: str, seal: Callable[[float], bytes], qos: int, step: Step,
+    def publish(self, device: str, mode: str, seals: Sequence[Callable[[float], bytes]], qos: int, step: Step,
                 timeout_s: float) -> PublishOutcome:
-        payload = seal(0.0)
-        self.backend.receive(payload)
-        # Air time from the real payload size rather than the plan's estimate.
-        real = dataclasses.replace(step, nbytes=MQTT_OVERHEAD_BYTES + len(payload))
-        return PublishOutcome(self._outcome(device, real))
+        payloads = [seal(0.0) for seal in seals]
+        for payload in payloads:
+            self.backend.receive(payload)
+        # Air time from the real payload sizes rather than the plan's estimate.
+        real = dataclasses.replace(step, nbytes=MQTT_OVERHEAD_BYTES + sum(len(p) for p in payloads))
+        return PublishOutcome(self._outcome(device, real), acked=len(payloads))

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, Sequence
 
 from harness import devicecrypto
 from harness.energy.wakecycle import NetworkOutcome, Step
@@ -29,14 +29,20 @@ from harness.kme.device import KeyFetch  # noqa: E402  (re-exported: part of thi
 
 
 class TransportError(RuntimeError):
-    """An exchange failed (timeout, refused, unreachable); the message says what happened."""
+    """An exchange failed (timeout, refused, unreachable); ``outcome`` is what it cost until then."""
+
+    def __init__(self, message: str, outcome: NetworkOutcome | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
 
 
 @dataclass(frozen=True)
 class PublishOutcome:
-    """A publish attempt: what it cost on the radio, and the error if it was not acknowledged."""
+    """A publish of one or more readings: what it cost on the radio, how many the broker acknowledged
+    (in order: the first ``acked``), and the error that stopped the rest."""
 
     network: NetworkOutcome
+    acked: int = 0
     error: str = ""
 
 
@@ -52,9 +58,10 @@ class DeviceTransport(Protocol):
                   timeout_s: float) -> tuple[KeyFetch, NetworkOutcome]:
         """Fetch the device's current QKD key from the gateway relay (already unwrapped)."""
 
-    def publish(self, device: str, mode: str, seal: Callable[[float], bytes], qos: int, step: Step,
+    def publish(self, device: str, mode: str, seals: Sequence[Callable[[float], bytes]], qos: int, step: Step,
                 timeout_s: float) -> PublishOutcome:
-        """Connect, seal the reading with ``seal(t_sent)``, publish it, wait for the acknowledgement."""
+        """Connect, then for each reading in order: seal it with ``seal(t_sent)``, publish it, wait for
+        its acknowledgement; stop at the first failure."""
 
 
 def outcome_of(started: float, tcp: TcpCounters) -> NetworkOutcome:
@@ -92,9 +99,9 @@ class NetworkTransport:
             session.loop_until(lambda: bool(session.messages), deadline, "DKG response")
             answer = json.loads(session.messages[0].payload)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise TransportError(f"DKG exchange: {exc or type(exc).__name__}") from None
-        finally:
             session.close()
+            raise TransportError(f"DKG exchange: {exc or type(exc).__name__}", outcome_of(started, session.tcp)) from None
+        session.close()
         if "error" in answer:
             raise TransportError(f"platform refused the key exchange: {answer['error']}")
         return answer["key_id"], base64.b64decode(answer["public"]), outcome_of(started, session.tcp)
@@ -113,20 +120,23 @@ class NetworkTransport:
         try:
             fetch = fetch_device_key(transport, self.relay_url, credentials, session, timeout_s=timeout_s)
         except (FetchError, UnwrapError) as exc:
-            raise TransportError(f"gateway relay: {exc}") from None
+            # What the failed attempt really cost is not known byte for byte: its time is.
+            raise TransportError(f"gateway relay: {exc}", NetworkOutcome(time.time() - started)) from None
         return fetch, NetworkOutcome(fetch.network_s, fetch.bytes_sent, fetch.bytes_received, fetch.frames)
 
-    def publish(self, device: str, mode: str, seal: Callable[[float], bytes], qos: int, step: Step,
+    def publish(self, device: str, mode: str, seals: Sequence[Callable[[float], bytes]], qos: int, step: Step,
                 timeout_s: float) -> PublishOutcome:
         started = time.time()
         deadline = started + timeout_s
         session = Session(f"{device}-{mode}", *self.broker, timeout_s)
-        error = ""
+        acked, error = 0, ""
         try:
             session.connect(deadline)
-            session.publish(devicecrypto.topic_for(device), seal(time.time()), qos, deadline)
+            for seal in seals:
+                session.publish(devicecrypto.topic_for(device), seal(time.time()), qos, deadline)
+                acked += 1
         except (OSError, TimeoutError) as exc:
             error = str(exc) or type(exc).__name__
         finally:
             session.close()
-        return PublishOutcome(outcome_of(started, session.tcp), error)
+        return PublishOutcome(outcome_of(started, session.tcp), acked, error)

@@ -147,9 +147,11 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         pki=config.pki_dir, relay_id=RELAY_ID, kme=kme_url(config, "alice"), kme_id=KME_ALICE_ID,
         sae_id=GATEWAY_SAE_ID, slave_sae_id=PLATFORM_SAE_ID, device=site.device_names(),
         refresh_period_s=config.qkd.refresh_period_s, max_key_per_request=config.kme.max_key_per_request,
-        clock_epoch=args.clock_epoch, time_scale=config.run.time_scale, provision_timeout_s=0.0,
-        # In a run the SDN provisioning app asks for the device keys once it has discovered the devices.
-        admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=True, log_level=args.log_level)
+        clock_epoch=args.clock_epoch, time_scale=config.run.time_scale, provision_timeout_s=10.0,
+        # In a run the SDN provisioning app asks for the device keys once it has discovered the devices;
+        # a relay restarted during the run asks its KME itself, as a rebooted gateway would.
+        admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
+        log_level=args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="loopback ADDR:PORT of the provisioning endpoint the SDN controller calls")
     ap.add_argument("--await-provisioning", action="store_true",
                     help="obtain keys only when the controller asks (--admin-listen), not at start-up")
+    ap.add_argument("--restarted", action="store_true",
+                    help="in a run: this start is a restart (obtain the device keys now, do not wait)")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     try:

@@ -50,6 +50,8 @@ class QkdNode:
         self.channel: Channel | None = None
         self._files = []
         self._blocks_csv = self._buffer_csv = None
+        # Fibre cuts a run schedules (harness.faultinjector): read by Alice before every block.
+        self.cuts_path = out_dir.parent / "cuts.json" if out_dir is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._blocks_csv = self._open_csv(out_dir / "blocks.csv", BlockStats.columns())
@@ -90,9 +92,19 @@ class QkdNode:
                 break
             if self.clock is not None and not self.clock.sleep_until(t_end, self.stop_event):
                 break
-            self._record(engine.run_block(block, block * period, t_end))
+            self._record(engine.run_block(block, block * period, t_end, self.channel_up(block * period, t_end)))
             block += 1
         engine.close()
+
+    def channel_up(self, t_start: float, t_end: float) -> bool:
+        """False if a scheduled fibre cut overlaps the block [t_start, t_end) (emulated seconds)."""
+        if self.cuts_path is None or not self.cuts_path.exists():
+            return True
+        try:
+            cuts = json.loads(self.cuts_path.read_text())
+        except (OSError, ValueError):
+            return True  # being rewritten: the next block reads it whole
+        return not any(cut["from_s"] < t_end and cut["to_s"] > t_start for cut in cuts)
 
     def _run_bob(self) -> None:
         engine = BobEngine(self.config, self.channel, self.seed, self.buffer)

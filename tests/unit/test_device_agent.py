@@ -99,8 +99,8 @@ def test_bytes_charged_are_the_bytes_really_sent(tmp_path, broker_and_platform):
     profile = DeviceProfile.load("fipy")
     transport = NetworkTransport(("127.0.0.1", broker_and_platform), 1)
     payload = b"x" * 400
-    outcome = transport.publish("d9", "dkg", lambda _t: payload, 1, None, 5.0)
-    assert outcome.error == ""
+    outcome = transport.publish("d9", "dkg", [lambda _t: payload], 1, None, 5.0)
+    assert outcome.error == "" and outcome.acked == 1
     assert len(payload) < outcome.network.bytes_tx < len(payload) + 200
     assert outcome.network.frames >= 3  # SYN, CONNECT, PUBLISH at least
     assert profile.tx_airtime_s(outcome.network.bytes_tx, outcome.network.frames) > 0

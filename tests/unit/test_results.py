@@ -68,7 +68,7 @@ def test_finalize_tolerates_a_torn_last_line(tmp_path):
 
 
 def test_key_series_moves_the_buffer_onto_the_mode_clock():
-    buffer = pd.DataFrame({"t_emul": [100.0, 110.0, 120.0, 130.0], "keys_stored": [40, 80, 75, 115]})
+    buffer = pd.DataFrame({"t_emul": [100.0, 110.0, 120.0, 130.0], "keys_available": [40, 80, 75, 115]})
     sent = pd.DataFrame({"t_emul": [1.0, 5.0, 12.0, 25.0], "key_refreshed": [1, 1, 0, 1],
                          "error": [None, "key step: 503", None, None]})
     # The link's clock was 105 emulated seconds ahead when the mode started; the mode lasts 30 s.
