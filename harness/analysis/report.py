@@ -105,7 +105,7 @@ def draw_figures(run_dir: Path) -> tuple[list[Figure], list[str]]:
     return figures, skipped
 
 
-def headline(run_dir: Path) -> dict[str, Any]:
+def headline_table(run_dir: Path) -> dict[str, Any]:
     """The comparison of the run's modes as table rows for the page (see :mod:`compare`)."""
     from harness.analysis.compare import (METRICS, compare_runs, difference_texts, estimate_text, method_lines,
                                           shown_metrics)
@@ -233,13 +233,13 @@ def report_context(run_dir: str | Path) -> dict[str, Any]:
     root = Path(run_dir)
     metadata = read_metadata(root)
     status = _status(metadata)
-    context: dict[str, Any] = {"status": status, "metadata": metadata, "results_error": "", "figures": [],
+    context: dict[str, Any] = {"status": status, "results_error": "", "figures": [],
                                "skipped": [], "headline": None, "modes": [], "warnings": []}
     try:
         run = open_run(root)
         if run.needs_analysis():
             analyze_run(root)
-        context["headline"] = headline(root)   # refuses damaged results before any drawing
+        context["headline"] = headline_table(root)   # refuses damaged results before any drawing
         context["figures"], context["skipped"] = draw_figures(root)
         context["modes"] = mode_rows(run)
     except RunDirError as exc:
@@ -251,8 +251,9 @@ def report_context(run_dir: str | Path) -> dict[str, Any]:
     analysis = read_json_object(analysis_path) if analysis_path.is_file() else {}
     scenario = metadata.get("scenario") if isinstance(metadata.get("scenario"), dict) else {}
     health = metadata.get("emulation_health") if isinstance(metadata.get("emulation_health"), dict) else None
-    warnings = list(context["headline"]["warnings"]) if context["headline"] else []
-    warnings += [str(w) for w in analysis.get("warnings", []) if f"{root.name}: {w}" not in warnings]
+    # The comparison's warnings are this reading's; without results, the last analysis's are all there is.
+    warnings = (list(context["headline"]["warnings"]) if context["headline"]
+                else [str(w) for w in analysis.get("warnings", [])])
     context.update(
         title=f"qiot run {metadata.get('run_id') or root.name}",
         scenario_name=str(scenario.get("scenario", {}).get("name", "?")),
