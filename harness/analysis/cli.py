@@ -1,4 +1,4 @@
-"""Click commands of the analysis: ``analyze``, ``compare``, ``plot``, ``capacity``.
+"""Click commands of the analysis: ``analyze``, ``compare``, ``plot``, ``capacity``, ``report``.
 
 The main CLI registers them with ``cli.add_command(...)``; every library error becomes a one-line
 :class:`click.ClickException`, never a traceback.
@@ -122,16 +122,38 @@ def capacity(scenario_name: str, loss_db: tuple[str, ...], fmt: str, output: str
     points = paper_points_table(qkd)
     if fmt == "table":
         _emit(render_capacity(table, points, scenario.name), output)
-    elif fmt == "csv":
-        _emit(table.to_csv(index=False), output)
     else:
-        _emit(json.dumps({"scenario": scenario.name, "curve": json.loads(table.to_json(orient="records")),
-                          "paper_points": json.loads(points.to_json(orient="records"))}, indent=2), output)
+        # Versioned like every analysis export (docs/results.md, "Versions").
+        from harness.analysis.rundir import ANALYSIS_SCHEMA_VERSION
+        if fmt == "csv":
+            versioned = table.copy()
+            versioned.insert(0, "schema_version", ANALYSIS_SCHEMA_VERSION)  # first, as in `qiot compare`
+            _emit(versioned.to_csv(index=False), output)
+        else:
+            _emit(json.dumps({"schema_version": ANALYSIS_SCHEMA_VERSION, "scenario": scenario.name,
+                              "curve": json.loads(table.to_json(orient="records")),
+                              "paper_points": json.loads(points.to_json(orient="records"))}, indent=2), output)
     if plot_stem:
         from harness.analysis.plots import fig2d_capacity
         for path in fig2d_capacity(table, points, Path(plot_stem)):
             click.echo(f"wrote {path}", err=True)
 
 
+@click.command("report")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="write the page here (default RUN_DIR/report.html)")
+@_friendly
+def report(run_dir: str, out: str | None) -> None:
+    """One self-contained HTML page for RUN_DIR: status, headline table (n, CI, p, the paper), Fig. 2a-e,
+    scenario, capabilities and mechanisms, emulation health and faults, provenance; built only from
+    the stored results, with nothing loaded from outside the page."""
+    from harness.analysis.report import write_report
+    from harness.analysis.plots import warnings_of
+    path = write_report(run_dir, out)
+    click.echo(f"wrote {path}")
+    _warn(warnings_of(run_dir))
+
+
 #: Commands for the main CLI: ``for c in COMMANDS: cli.add_command(c)``.
-COMMANDS = (analyze, compare, plot, capacity)
+COMMANDS = (analyze, compare, plot, capacity, report)

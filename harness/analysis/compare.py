@@ -127,7 +127,9 @@ def _row(side: Side, name: str, value, baseline: str) -> dict:
             "rel_diff_pct": math.nan, "paper": "", "paper_source": ""}
 
 
-def _shown(frame: pd.DataFrame, metrics: tuple[str, ...]) -> list[str]:
+def shown_metrics(frame: pd.DataFrame, metrics: tuple[str, ...] = TABLE_METRICS) -> list[str]:
+    """The ``metrics`` worth a table row: present in ``frame``, accounting ones only where some side
+    has a non-zero count (the terminal table and the HTML report show the same rows)."""
     present = set(frame["metric"])
     shown = []
     for name in metrics:
@@ -144,12 +146,12 @@ def render_table(comparison: Comparison, metrics: tuple[str, ...] = TABLE_METRIC
     with n), then each difference to the baseline with its CI, relative difference, p and the paper."""
     frame, baseline = comparison.frame, comparison.baseline
     labels = [side.label for side in comparison.sides]
-    shown = _shown(frame, metrics)
+    shown = shown_metrics(frame, metrics)
     lines = [_side_line(side) for side in comparison.sides] + [""]
     table = [["metric"] + labels]
     for name in shown:
         rows = frame[frame["metric"] == name].set_index("label")
-        table.append([f"{name} [{METRICS[name].unit}]"] + [_estimate_cell(rows.loc[label]) if label in rows.index
+        table.append([f"{name} [{METRICS[name].unit}]"] + [estimate_text(rows.loc[label]) if label in rows.index
                                                            else "-" for label in labels])
     lines += _grid(table)
     diffs = [[f"difference to {baseline}", "diff [95% CI]", "rel.", "p", "paper"]]
@@ -160,13 +162,11 @@ def render_table(comparison: Comparison, metrics: tuple[str, ...] = TABLE_METRIC
             rows = frame[(frame["metric"] == name) & (frame["label"] == label)]
             if rows.empty or not math.isfinite(rows["diff"].iloc[0]):
                 continue
-            row = rows.iloc[0]
-            diffs.append([f"{label} {name} [{METRICS[name].unit}]", f"{_signed(row['diff'])} [{_signed(row['diff_ci95_low'])}, "
-                          f"{_signed(row['diff_ci95_high'])}]", _pct(row["rel_diff_pct"]), _p_cell(row),
-                          row["paper"] or ""])
+            diffs.append([f"{label} {name} [{METRICS[name].unit}]", *difference_texts(rows.iloc[0]),
+                          rows.iloc[0]["paper"] or ""])
     if len(diffs) > 1:
         lines += [""] + _grid(diffs)
-    lines += ["", *_legend(frame)]
+    lines += ["", *method_lines(frame)]
     for side in comparison.sides:
         if side.run.degraded:
             lines.append(f"DEGRADED: {side.label} comes from a run whose emulation fell behind "
@@ -184,7 +184,7 @@ def _side_line(side: Side) -> str:
             f"{energy}, {counts['readings']} readings, {counts['received']} received")
 
 
-def _legend(frame: pd.DataFrame) -> list[str]:
+def method_lines(frame: pd.DataFrame) -> list[str]:
     """Name every interval and test used (one line each), from the rows' own method texts."""
     groups = (("energy", "rdc"), ("latency", "latency_ms"), ("loss", "loss_pct"))
     methods = frame.drop_duplicates("metric").set_index("metric")["ci_method"]
@@ -205,12 +205,20 @@ def _grid(table: list[list[str]]) -> list[str]:
     return text
 
 
-def _estimate_cell(row) -> str:
+def estimate_text(row) -> str:
+    """One side's figure of a comparison row: ``mean ± half width (n=...)``, proportions ``mean [low, high]``."""
     if METRICS[row["metric"]].kind == "proportion":
         cell = f"{_fmt(row['mean'])} [{_fmt(row['ci95_low'])}, {_fmt(row['ci95_high'])}]"  # Wilson: asymmetric
     else:
         cell = f"{_fmt(row['mean'])} ± {_fmt(row['ci95_half'])}"
     return f"{cell} (n={int(row['n'])})"
+
+
+def difference_texts(row) -> tuple[str, str, str]:
+    """A comparison row's difference to the baseline as text: ``diff [low, high]``, the relative
+    difference and the p-value (``n.s.`` when not significant at 5%)."""
+    return (f"{_signed(row['diff'])} [{_signed(row['diff_ci95_low'])}, {_signed(row['diff_ci95_high'])}]",
+            _pct(row["rel_diff_pct"]), _p_cell(row))
 
 
 def _p_cell(row) -> str:

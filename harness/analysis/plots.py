@@ -111,32 +111,33 @@ def _band_plot(ax, series: dict[str, pd.DataFrame], column: str, ci_column: str 
 
 
 def fig2a_rdc(series: dict[str, pd.DataFrame], stem: Path, run: RunDir | None = None,
-              faults: dict[str, list[dict]] | None = None) -> list[Path]:
+              faults: dict[str, list[dict]] | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Fig. 2a: mean radio duty cycle per interval (%), 95% CI band across devices.
 
-    ``run`` (for the provenance line and the degraded mark) and ``faults`` (per mode, shaded) are optional.
+    ``run`` (for the provenance line and the degraded mark) and ``faults`` (per mode, shaded) are optional;
+    ``formats`` are the files written (every figure function takes it).
     """
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _band_plot(ax, series, "rdc_mean", "rdc_ci95", 100.0, faults)
     ax.set_ylabel("RDC [%]")
     ax.set_title("Fig. 2a: radio duty cycle (band: 95% CI across devices)")
     _stamp(fig, run)
-    return _save(fig, stem)
+    return _save(fig, stem, formats)
 
 
 def fig2b_battery(series: dict[str, pd.DataFrame], stem: Path, run: RunDir | None = None,
-                  faults: dict[str, list[dict]] | None = None) -> list[Path]:
+                  faults: dict[str, list[dict]] | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Fig. 2b: projected battery lifetime per interval (days), 95% CI band across devices."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _band_plot(ax, series, "battery_life_days_mean", "battery_life_days_ci95", faults=faults)
     ax.set_ylabel("battery lifetime [days]")
     ax.set_title("Fig. 2b: battery lifetime (band: 95% CI across devices)")
     _stamp(fig, run)
-    return _save(fig, stem)
+    return _save(fig, stem, formats)
 
 
 def fig2c_latency_loss(series: dict[str, pd.DataFrame], stem: Path, run: RunDir | None = None,
-                       faults: dict[str, list[dict]] | None = None) -> list[Path]:
+                       faults: dict[str, list[dict]] | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Fig. 2c: mean latency (left, CI band) and packet loss (right, dashed; never below 0) per interval."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     _band_plot(ax, series, "latency_mean_ms", "latency_ci95_ms", faults=faults)
@@ -151,11 +152,11 @@ def fig2c_latency_loss(series: dict[str, pd.DataFrame], stem: Path, run: RunDir 
         loss_ax.set_ylim(0.0, 1.0)
     ax.set_title("Fig. 2c: latency (band: 95% CI) and packet loss")
     _stamp(fig, run)
-    return _save(fig, stem)
+    return _save(fig, stem, formats)
 
 
 def fig2d_capacity(table: pd.DataFrame, points: pd.DataFrame, stem: Path, title: str = "",
-                   run: RunDir | None = None) -> list[Path]:
+                   run: RunDir | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Fig. 2d: keys per refresh period (left) and key-buffer fill time (right) vs optical loss."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(table["loss_db"], table["keys_per_refresh"], color="tab:blue", label="keys per refresh")
@@ -175,10 +176,11 @@ def fig2d_capacity(table: pd.DataFrame, points: pd.DataFrame, stem: Path, title:
     ax.grid(alpha=0.3)
     ax.set_title(title or "Fig. 2d: QKD capacity (markers: paper)")
     _stamp(fig, run, measured=False)
-    return _save(fig, stem)
+    return _save(fig, stem, formats)
 
 
-def fig2e_datagram(raw: bytes, info: dict, stem: Path, run: RunDir | None = None) -> list[Path]:
+def fig2e_datagram(raw: bytes, info: dict, stem: Path, run: RunDir | None = None,
+                   formats: tuple[str, ...] = FORMATS) -> list[Path]:
     """Fig. 2e: the KeyResponse datagram as a Wireshark-like field table and hex dump."""
     lines = [f"UDP {info['src']}:{info['sport']} -> {info['dst']}:{info['dport']}, "
              f"{len(raw)} bytes (Clavis2 KeyResponse)", ""]
@@ -194,7 +196,7 @@ def fig2e_datagram(raw: bytes, info: dict, stem: Path, run: RunDir | None = None
     fig.text(0.01, 0.98, "\n".join(lines), family="monospace", fontsize=7, va="top")
     fig.suptitle("Fig. 2e: UDP key response carrying a 32-byte key", y=1.02)
     _stamp(fig, run)
-    return _save(fig, stem)
+    return _save(fig, stem, formats)
 
 
 def _field_value(name: str, chunk: bytes) -> str:
@@ -221,8 +223,10 @@ def find_key_response(run: RunDir) -> tuple[bytes, dict] | None:
     return None
 
 
-def plot_run(path: str | Path, out_dir: str | Path | None = None) -> tuple[list[Path], list[str]]:
-    """Draw every figure the run's stored files allow; return (files written, notes on skipped ones).
+def plot_run(path: str | Path, out_dir: str | Path | None = None,
+             formats: tuple[str, ...] = FORMATS) -> tuple[list[Path], list[str]]:
+    """Draw every figure the run's stored files allow, as ``formats`` (default PNG and PDF); return
+    (files written, notes on skipped ones).
 
     If the run has no analysis yet, or one of an older analysis version, the analysis
     (:func:`analyze_run`) runs first. What the integrity checks flagged is in ``analysis.json``
@@ -235,21 +239,21 @@ def plot_run(path: str | Path, out_dir: str | Path | None = None) -> tuple[list[
     faults = {mode: run.faults(mode) for mode in run.modes}
     out = Path(out_dir) if out_dir else run.path / "figures"
     out.mkdir(parents=True, exist_ok=True)
-    written = fig2a_rdc(series, out / "fig2a_rdc", run, faults)
-    written += fig2b_battery(series, out / "fig2b_battery", run, faults)
-    written += fig2c_latency_loss(series, out / "fig2c_latency_loss", run, faults)
+    written = fig2a_rdc(series, out / "fig2a_rdc", run, faults, formats)
+    written += fig2b_battery(series, out / "fig2b_battery", run, faults, formats)
+    written += fig2c_latency_loss(series, out / "fig2c_latency_loss", run, faults, formats)
     skipped = []
     qkd = run.scenario.get("qkd")
     if isinstance(qkd, dict) and "calibration" in qkd:
         table = capacity_table(qkd)
         points = paper_points_table(qkd, points=PAPER_POINTS)
         written += fig2d_capacity(table, points, out / "fig2d_capacity",
-                                  f"Fig. 2d: QKD capacity, {run.scenario_name} calibration", run)
+                                  f"Fig. 2d: QKD capacity, {run.scenario_name} calibration", run, formats)
     else:
         skipped.append("fig2d: metadata.json has no scenario [qkd] section")
     found = find_key_response(run)
     if found:
-        written += fig2e_datagram(found[0], found[1], out / "fig2e_key_response", run)
+        written += fig2e_datagram(found[0], found[1], out / "fig2e_key_response", run, formats)
     else:
         skipped.append("fig2e: no Clavis KeyResponse (UDP source port 5323) in any <mode>/pcap/ capture")
     return written, skipped

@@ -9,7 +9,6 @@ interval. The ``faults`` column names the faults (metadata ``faults``) that over
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from typing import Any, Iterable
 
@@ -135,12 +134,10 @@ def _key_columns(keys: pd.DataFrame | None, start: float, end: float) -> dict:
 
 
 def write_table(frame: pd.DataFrame, path_csv) -> list[str]:
-    """Write ``frame`` as CSV, and as Parquet beside it when pyarrow is installed; return file names."""
+    """Write ``frame`` as CSV; return the file names written.
+
+    CSV only, as every other table of a run directory: one copy of each result (a Parquet twin
+    would be a second copy to keep in step, read by nothing in qiot, and would need pyarrow);
+    ``pd.read_csv(path).to_parquet(...)`` makes one when wanted."""
     frame.to_csv(path_csv, index=False)
-    written = [path_csv.name]
-    if importlib.util.find_spec("pyarrow") is None:  # optional dependency: Parquet only when present
-        return written
-    parquet = path_csv.with_suffix(".parquet")
-    frame.to_parquet(parquet, index=False)
-    written.append(parquet.name)
-    return written
+    return [path_csv.name]

@@ -71,13 +71,6 @@ def test_hourly_series_matches_hand_count(run_copy):
     dkg = pd.read_csv(run_copy / "dkg" / "series.csv")
     assert dkg.latency_mean_ms.tolist() == pytest.approx([13.0, 13.0], abs=1e-3)
     assert dkg.wire_latency_mean_ms.isna().all() and dkg.keys_in_buffer.isna().all()
-    if importlib_has("pyarrow"):
-        assert pd.read_parquet(run_copy / "qkd" / "series.parquet").equals(qkd)
-
-
-def importlib_has(name: str) -> bool:
-    import importlib.util
-    return importlib.util.find_spec(name) is not None
 
 
 def test_energy_rows_combine_harmonically_within_an_interval():
