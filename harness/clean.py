@@ -2,8 +2,8 @@
 
 Only resources that a run recorded (``harness.state``) or tagged are touched: processes whose PID
 *and* kernel start time match the record (so a recycled PID is never killed), the namespaces held
-by recorded host shells, OVS bridges carrying ``external_ids:qiot-run``, and root-namespace
-interfaces whose alias starts with ``qiot:``; and of those only the ones whose owning qiot process
+by recorded host shells, OVS bridges carrying ``external_ids:qiot_run``, and root-namespace
+interfaces whose alias starts with ``qiot-run:``; and of those only the ones whose owning qiot process
 is dead, whichever state folder recorded them (``--force`` also takes the live runs of the state
 folder it cleans, never those recorded elsewhere). Running it twice is harmless.
 """
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.state import (INTERFACE_ALIAS_PREFIX, owner_alive, parse_interface_alias, process_start_time,
+from harness.state import (BRIDGE_OWNER_KEY, BRIDGE_RUN_KEY, INTERFACE_ALIAS_PREFIX, owner_alive, parse_interface_alias, process_start_time,
                            read_records, state_files, tag_owner_alive)
 
 
@@ -74,8 +74,8 @@ def _tagged_bridges() -> list[tuple[str, str, str | None]]:
     bridges = []
     for name, external_ids in rows:
         ids = dict(external_ids[1]) if isinstance(external_ids, list) and external_ids[0] == "map" else {}
-        if "qiot-run" in ids:
-            bridges.append((name, ids["qiot-run"], ids.get("qiot-owner")))
+        if BRIDGE_RUN_KEY in ids:
+            bridges.append((name, ids[BRIDGE_RUN_KEY], ids.get(BRIDGE_OWNER_KEY)))
     return bridges
 
 

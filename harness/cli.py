@@ -140,7 +140,7 @@ class _ProgressBar:
             self.bar.__enter__()
             self.done = 0
         self._counters = (f"{counters.get('emulated_h', 0):.2f}/{counters.get('hours', 0):g} h emulated, "
-                          f"{counters.get('devices', 0)} devices, sent {counters.get('sent', 0)}, "
+                          f"{counters.get('devices', 0)} devices, wakes {counters.get('wakes', 0)}, "
                           f"received {counters.get('received', 0)}")
         target = int(fraction * self.STEPS)
         if target > self.done:

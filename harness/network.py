@@ -21,7 +21,7 @@ from functools import partial
 import mininet.log  # noqa: F401  (imported for its side effect, undone below)
 
 from harness.capabilities import Capabilities
-from harness.state import RunState, interface_alias, owner_tag
+from harness.state import BRIDGE_OWNER_KEY, BRIDGE_RUN_KEY, RunState, interface_alias, owner_tag
 
 logging.setLoggerClass(logging.Logger)
 
@@ -122,8 +122,8 @@ def build(topo, caps: Capabilities, controller_port: int, state: RunState,
         subprocess.run(["ip", "-batch", "-"], input="".join(f"link set dev {p} alias {alias}\n" for p in ports),
                        text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         for sw in net.switches:
-            _run(["ovs-vsctl", "set", "bridge", sw.name, f"external_ids:qiot-run={state.run_id}",
-                  f"external_ids:qiot-owner=\"{owner_tag()}\""])
+            _run(["ovs-vsctl", "set", "bridge", sw.name, f"external_ids:{BRIDGE_RUN_KEY}={state.run_id}",
+                  f"external_ids:{BRIDGE_OWNER_KEY}=\"{owner_tag()}\""])
         for host in net.hosts:
             for intf in host.intfList():
                 # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go

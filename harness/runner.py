@@ -85,6 +85,27 @@ class RowCounter:
         return max(0, self.newlines - 1)  # minus the header
 
 
+class FleetProgress:
+    """The device fleet's wakes so far, from the ``PROGRESS wakes=N`` lines of its log (new bytes only)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.path, self.offset, self.wakes = log_path, 0, 0
+
+    def __call__(self) -> int:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.wakes
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.decode(errors="replace").splitlines():
+            if line.startswith("PROGRESS wakes="):
+                self.wakes = int(line.split("=", 1)[1])
+        return self.wakes
+
+
 class ModeClocks:
     """The emulated clock of each mode, made when its devices start (the fleet gets its epoch)."""
 
@@ -199,7 +220,7 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
     bed.daemons.start(fleet.name)
     record["clock_epoch"] = clocks.clocks[mode].epoch_wall
     injector.append(FaultInjector(bed, mode, clocks.clocks[mode], stop).start())
-    sent, received = RowCounter(config.mode_dir(mode) / "sent.csv"), RowCounter(config.mode_dir(mode) / "received.csv")
+    wakes, received = FleetProgress(fleet.log_path), RowCounter(config.mode_dir(mode) / "received.csv")
     devices, hours = config.devices, config.run.hours
     # Progress is what the devices have done (they may lag the clock when the machine is too slow
     # for the time scale), so the bar's ETA is honest.
@@ -209,7 +230,7 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
         if options.progress:
             fraction = min(1.0, count / expected_wakes) if fraction is None else fraction
             options.progress(mode, fraction, {"emulated_h": fraction * hours, "hours": hours,
-                                              "devices": devices.count, "sent": count, "received": received()})
+                                              "devices": devices.count, "wakes": count, "received": received()})
 
     # Devices may fall behind the clock when the machine cannot keep up with the time scale; the
     # run then simply takes longer. What must not happen is a fleet that stops making progress.
@@ -217,7 +238,7 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
     stall_s = max(60.0, 3 * devices.publish_timeout_s, 3 * devices.wake_period_s / config.run.time_scale)
     last_count, last_change = -1, time.monotonic()
     while fleet.running:
-        count = sent()
+        count = wakes()
         if count != last_count:
             last_count, last_change = count, time.monotonic()
         elif time.monotonic() - last_change > stall_s and clock.now() > devices.wake_period_s:
@@ -231,7 +252,7 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
     # Let the last readings reach the platform before it stops recording.
     if stop.wait(min(2.0, devices.publish_timeout_s)):
         stop.check()
-    report(sent(), fraction=1.0)
+    report(wakes(), fraction=1.0)
 
 
 def _mode_health(config: RunConfig, mode: str, cpu_samples: list[float]) -> dict:

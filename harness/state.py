@@ -3,8 +3,8 @@
 Each run appends JSON lines to ``/run/qiot/<run_id>.jsonl``: its owner (the qiot process), processes
 (PID plus the kernel's start time of that PID, so a recycled PID is never mistaken for ours),
 interfaces, OVS bridges and host namespaces. Bridges and interfaces are also tagged with the run id
-and the owner (:func:`owner_tag`: bridge ``external_ids:qiot-run``/``qiot-owner``, interface alias
-``qiot:<run_id>:<pid>:<start>``), so ``qiot clean`` can tell a live run's resources from leftovers
+and the owner (:func:`owner_tag`: bridge ``external_ids:qiot_run``/``qiot_owner``, interface alias
+``qiot-run:<run_id>:<pid>:<start>``), so ``qiot clean`` can tell a live run's resources from leftovers
 even when the record is in another state folder or lost. Records are appended and flushed
 immediately: a crash a moment after a resource was made still leaves its record behind.
 """
@@ -20,7 +20,9 @@ from typing import Iterator
 #: Where run records live: tmpfs, so a reboot (which also removes namespaces and veths) clears it.
 STATE_DIR = Path(os.environ.get("QIOT_STATE_DIR", "/run/qiot"))
 
-INTERFACE_ALIAS_PREFIX = "qiot:"
+INTERFACE_ALIAS_PREFIX = "qiot-run:"
+#: The OVS bridge ``external_ids`` keys naming a bridge's run and its owner.
+BRIDGE_RUN_KEY, BRIDGE_OWNER_KEY = "qiot_run", "qiot_owner"
 
 
 def owner_tag(pid: int | None = None) -> str:

@@ -130,10 +130,20 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
     scheduler = WakeScheduler(clock, workers=min(MAX_WORKERS, len(agents)),
                               enter=lambda agent: enter_namespace(hosts[agent.device_id]), stop=stop)
     print(f"READY devices={len(agents)}", flush=True)
+    done = threading.Event()
+
+    def report_progress() -> None:
+        # One line a second: the run follows the devices' wakes (readings may wait in queues).
+        while not done.wait(1.0):
+            print(f"PROGRESS wakes={scheduler.lag.wakes}", flush=True)
+
+    threading.Thread(target=report_progress, name="progress", daemon=True).start()
     try:
         scheduler.run(agents, config.duration_s)
     finally:
+        done.set()
         sink.close()
+        print(f"PROGRESS wakes={scheduler.lag.wakes}", flush=True)
     report = {"devices": len(agents), "workers": scheduler.workers,
               "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
               "failures": scheduler.failures,

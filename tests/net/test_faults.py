@@ -17,8 +17,11 @@ import pytest
 
 QIOT = [sys.executable, "-m", "harness.cli"]
 FAULTS = [("wireless_outage", "d1", 300, 120), ("broker_restart", "", 600, 60), ("relay_restart", "", 880, 200),
-          ("kme_restart", "bob", 1200, 100), ("controller_restart", "", 1500, 60), ("classical_cut", "", 1800, 120),
+          ("kme_restart", "bob", 1200, 100), ("controller_restart", "", 1500, 60), ("classical_cut", "", 1680, 360),
           ("fibre_cut", "", 2100, 900)]
+# The network is never accelerated: a cut of a few wall seconds is bridged by TCP's retransmissions
+# within one publish (the reading arrives late, not queued). 360 emulated s at 30x are 12 wall s,
+# longer than the 5 s publish timeout, so the devices' publishes fail and their readings wait.
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,8 @@ def test_broker_restart_and_classical_cut_delay_readings_without_losing_them(run
     messages = pd.read_csv(run_dir / "qkd" / "messages.csv")
     for kind in ("broker_restart", "classical_cut"):
         hit = window(messages, kind)
-        assert (hit["queued_s"] > 0).sum() >= 2, (kind, hit)  # the broker is unreachable meanwhile
+        # The broker is unreachable meanwhile: the readings wait in their devices' queues.
+        assert (hit["queued_s"] > 0).sum() >= 3, (kind, hit)
         assert hit["received"].all()
 
 

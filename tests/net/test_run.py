@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness import results
-from harness.state import STATE_DIR
+from harness.state import INTERFACE_ALIAS_PREFIX, STATE_DIR
 
 QIOT = [sys.executable, "-m", "harness.cli"]
 
@@ -106,7 +106,7 @@ def running(pid: int) -> bool:
 def qiot_leftovers(run_id: str) -> dict:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
-    return {"interfaces": [line for line in links.splitlines() if "qiot:" in line or "qdc1-" in line],
+    return {"interfaces": [line for line in links.splitlines() if INTERFACE_ALIAS_PREFIX in line or "qdc1-" in line],
             "bridges": [b for b in bridges if b in ("qdc1", "qox2", "qed3", "qap4")],
             "state": (STATE_DIR / f"{run_id}.jsonl").exists()}
 
