@@ -22,7 +22,7 @@ import numpy as np
 from harness import devicecrypto
 from harness.devices.transport import KeyFetch, PublishOutcome
 from harness.energy import DeviceProfile
-from harness.energy.wakecycle import MQTT_OVERHEAD_BYTES, NetworkOutcome, Step, assumed_outcome
+from harness.energy.wakecycle import NetworkOutcome, Step, assumed_outcome
 from harness.enums import DkgCurve, KeyTransport
 from harness.kme import wrap
 from harness.links import WirelessShape
@@ -99,5 +99,5 @@ class SimulatedTransport:
         payload = seal(0.0)
         self.backend.receive(payload)
         # Air time from the real payload size rather than the plan's estimate.
-        real = dataclasses.replace(step, nbytes=MQTT_OVERHEAD_BYTES + len(payload))
+        real = dataclasses.replace(step, nbytes=self.profile.mqtt_overhead_bytes + len(payload))
         return PublishOutcome(self._outcome(device, real))
