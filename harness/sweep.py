@@ -13,8 +13,9 @@ change of QKD relative to DKG, in percent (the paper: -18 % RDC, > +18 % battery
 - ``profile.dkg.ecc_s`` (derived): the seconds of DKG's ECC per key, key pair plus agreement at the
   profile's clock; setting it scales DKG's implementation alike (``[dkg] ecc_time_scale``), TLS untouched.
 
-``solve`` finds where the change crosses a target: a scan over the range, then Brent's method
-(``scipy.optimize.brentq``) inside the first bracket. Figures are means over the simulated devices
+``solve`` finds where the change crosses a target: a log-spaced scan of the range, outward from the
+current value, then Brent's method (``scipy.optimize.brentq``) inside the first bracket found, so the
+answer is the crossing nearest the current value. Figures are means over the simulated devices
 (:func:`harness.results.summarize_energy`, one sample per device, as a run's summary).
 """
 
@@ -44,6 +45,8 @@ MAX_KEYS = 2
 SOLVE_SPAN = 20.0
 #: Points of the scan that looks for a bracket before Brent's method refines it.
 SCAN_POINTS = 9
+#: Relative precision of a solved value (far finer than the simulation's own resolution needs).
+SOLVE_RTOL = 1e-4
 
 
 class SweepError(ValueError):
@@ -89,7 +92,7 @@ def parse_set(option: str) -> tuple[str, tuple]:
 def configure(scenario, changes: Mapping[str, Any], devices: int = 1):
     """The (settings, profile) of ``scenario`` with ``devices`` devices and ``changes`` applied."""
     from harness.energy.profile import DeviceProfile
-    from harness.energy.wakecycle import check_key_transport
+    from harness.energy.wakecycle import check_plan
 
     scenario_changes = {"devices.count": devices}
     scenario_changes.update({k: v for k, v in changes.items() if not k.startswith(PROFILE_PREFIX)})
@@ -101,7 +104,7 @@ def configure(scenario, changes: Mapping[str, Any], devices: int = 1):
         if DKG_ECC_SECONDS in changes:
             profile = profile.with_dkg_key_seconds(_number(DKG_ECC_SECONDS, changes[DKG_ECC_SECONDS]),
                                                    settings.devices.dkg_curve)
-        check_key_transport(profile, settings.kme.wireless_transport)
+        check_plan(profile, settings.kme.wireless_transport, settings.devices)
     except ValueError as exc:
         raise SweepError(str(exc).splitlines()[0]) from None
     return settings, profile
@@ -187,6 +190,8 @@ def solve(scenario, key: str, metric: str, target: float, hours: float, devices:
     now = current_value(scenario, key, devices, base)
     if isinstance(now, bool) or not isinstance(now, float):
         raise SweepError(f"--solve needs a real-valued setting; {key} is {now!r}")
+    if between is None and not now > 0:
+        raise SweepError(f"{key} is {now!r} here: give the range to search with --between LO,HI")
     low, high = between if between is not None else (now / SOLVE_SPAN, now * SOLVE_SPAN)
     if not (0 < low < high and math.isfinite(high)):
         raise SweepError(f"--between must be two numbers 0 < LO < HI, got {low!r}, {high!r}")
@@ -197,17 +202,25 @@ def solve(scenario, key: str, metric: str, target: float, hours: float, devices:
             cache[x] = evaluate(scenario, base | {key: float(x)}, hours, devices)
         return getattr(cache[x], metric) - target
 
-    grid = np.geomspace(low, high, SCAN_POINTS)
-    offsets = [measure(float(x)) for x in grid]
-    seen = (min(offsets) + target, max(offsets) + target)
-    for (a, fa), (b, fb) in zip(zip(grid, offsets), zip(grid[1:], offsets[1:])):
-        if fa == 0 or fa * fb < 0:
-            root = float(a) if fa == 0 else brentq(measure, float(a), float(b), xtol=1e-6 * float(b), rtol=1e-5)
-            measure(root)
-            return Solution(key, metric, target, low, high, root, cache[root], seen)
-    if offsets[-1] == 0:
-        return Solution(key, metric, target, low, high, float(grid[-1]), cache[float(grid[-1])], seen)
-    return Solution(key, metric, target, low, high, None, None, seen)
+    # Scan outward from the current value (the crossing is usually near it, and the extremes of a
+    # range, e.g. very short wake periods, are the slowest points to simulate), stop at the first bracket.
+    grid = [float(x) for x in np.geomspace(low, high, SCAN_POINTS)]
+    centre = min(range(len(grid)), key=lambda i: abs(math.log(grid[i] / now)) if now > 0 else i)
+    offsets: dict[int, float] = {}
+    for index in sorted(range(len(grid)), key=lambda i: (abs(i - centre), i)):
+        offsets[index] = measure(grid[index])
+        if offsets[index] == 0:
+            return Solution(key, metric, target, low, high, grid[index], cache[grid[index]], _seen(offsets, target))
+        for a, b in ((index - 1, index), (index, index + 1)):
+            if a in offsets and b in offsets and offsets[a] * offsets[b] < 0:
+                root = float(brentq(measure, grid[a], grid[b], xtol=1e-9, rtol=SOLVE_RTOL))
+                measure(root)
+                return Solution(key, metric, target, low, high, root, cache[root], _seen(offsets, target))
+    return Solution(key, metric, target, low, high, None, None, _seen(offsets, target))
+
+
+def _seen(offsets: Mapping[int, float], target: float) -> tuple[float, float]:
+    return min(offsets.values()) + target, max(offsets.values()) + target
 
 
 def _check_keys(keys: Sequence[str]) -> None:
@@ -250,7 +263,8 @@ def format_rows(rows: Sequence[Mapping], fmt: str, meta: Mapping[str, Any]) -> s
     lines = ["  ".join(text.rjust(width) for text, width in zip(line, widths)) for line in cells]
     described = ", ".join(f"{k} {v}" for k, v in meta.items() if not isinstance(v, (dict, list)))
     named = [f"{column} = {key}" for column, key in zip(("value", "value2"), meta.get("keys", ()))]
-    described = "; ".join([described] + named)
+    fixed = [f"fixed {key} = {value}" for key, value in meta.get("fixed", {}).items()]
+    described = "; ".join([described] + named + fixed)
     return "\n".join([f"# {described}"] + lines)
 
 

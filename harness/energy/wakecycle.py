@@ -82,6 +82,17 @@ def check_key_transport(profile: DeviceProfile, qkd_transport: str) -> None:
                          f"use kme.wireless_transport = tls_full or psk_wrap")
 
 
+def check_plan(profile: DeviceProfile, qkd_transport: str, devices=None) -> None:
+    """Refuse, before any wake, what the profile's device cannot do in either mode: the QKD key
+    transport, and the DKG curve of ``devices`` (:class:`~harness.devices.config.DeviceSettings`)."""
+    check_key_transport(profile, qkd_transport)
+    if devices is not None:
+        try:
+            profile.dkg_key_seconds(devices.dkg_curve)
+        except ValueError as exc:
+            raise ValueError(f"[devices] dkg_curve = {str(devices.dkg_curve)!r}: {exc}") from None
+
+
 def plan_wake(profile: DeviceProfile, mode: str, *, key_refresh_due: bool, reading_bytes: int = 200,
               qkd_transport: str = "psk_wrap", devices=None, dkg_curve: str = "p256", dkg_authenticated: bool = False,
               keygen_before_association: bool = False, sense_before_association: bool = False,

@@ -130,6 +130,14 @@ def test_dkg_key_pair_before_associating_is_charged_at_the_cpu_current():
     assert early.rdc < late.rdc
 
 
+def test_what_the_device_cannot_do_is_refused_before_simulating():
+    profile = DeviceProfile.load("fipy-micropython")  # no X25519 code, no TLS resumption
+    with pytest.raises(ValueError, match=r"dkg_curve = 'x25519'.*cannot do x25519_keygen"):
+        run(profile, "dkg", dkg_curve="x25519")
+    with pytest.raises(ValueError, match="cannot resume a TLS session"):
+        run(profile, "dkg", qkd_transport="tls_resume")
+
+
 def test_simulation_is_seeded_and_reproducible(fipy):
     first, again = run(fipy, "qkd", devices=2), run(fipy, "qkd", devices=2)
     assert [r.rdc for r in first.cumulative] == [r.rdc for r in again.cumulative]

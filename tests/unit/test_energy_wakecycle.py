@@ -4,8 +4,8 @@ import pytest
 
 from harness.energy.energest import DeviceTimeline
 from harness.energy.profile import DeviceProfile
-from harness.energy.wakecycle import (NetworkOutcome, assumed_outcome, check_key_transport, full_handshake_ops,
-                                      plan_wake, run_steps)
+from harness.energy.wakecycle import (NetworkOutcome, assumed_outcome, check_key_transport, check_plan,
+                                      full_handshake_ops, plan_wake, run_steps)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +68,10 @@ def test_a_device_that_cannot_resume_refuses_tls_resume(fipy, micropython):
         check_key_transport(micropython, transport)
     with pytest.raises(ValueError, match=r"'fipy-micropython' cannot resume a TLS session"):
         plan_wake(micropython, "qkd", key_refresh_due=True, qkd_transport="tls_resume")
-    # DKG fetches no key: the transport does not matter there.
+    # DKG fetches no key: the transport does not matter to its plan (check_plan refuses it for a run).
     assert plan_wake(micropython, "dkg", key_refresh_due=True, qkd_transport="tls_resume")
+    with pytest.raises(ValueError, match="cannot resume"):
+        check_plan(micropython, "tls_resume")
 
 
 def test_bad_plan_arguments(fipy):
