@@ -3,7 +3,10 @@
 Usage: .venv/bin/python benchmarks/bench_energy.py [--scenario bcn] [--hours 24] [--devices 3]
 Each variant runs the scenario's one device loop (harness.devices.simulate) with some settings
 changed; "n/a" marks a variant the profile cannot do (e.g. X25519 without an implementation of it).
-The simulation must answer a sweep point in well under a second per device-day.
+The QKD-vs-DKG lines give Welch's 95% interval of the difference over devices (relative to DKG) and
+its p-value: simulated devices differ only in wake phase and jitter, so these intervals measure that
+spread, not the uncertainty of the profile's figures. The simulation must answer a sweep point in
+well under a second per device-day.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import time
 
 from harness import scenario as scenarios
+from harness.analysis.stats import welch_difference
 from harness.devices.simulate import simulate
 from harness.results import summarize_energy
 from harness.sweep import SweepError, configure
@@ -54,16 +58,20 @@ def main() -> None:
             elapsed = time.perf_counter() - started
             assert result.sent == result.decrypted
             s = summarize_energy(result.rows)
-            results[name] = (s["rdc_mean"], s["battery_life_days_mean"])
+            results[name] = ([r.rdc for r in result.cumulative], [r.battery_life_days for r in result.cumulative])
             print(f"{name:34s} {100 * s['rdc_mean']:8.4f} {100 * s['rdc_ci95']:7.4f} "
                   f"{s['battery_life_days_mean']:8.2f} {s['battery_life_days_ci95']:6.2f} {elapsed:6.2f} "
                   f"{1e6 * elapsed / max(1, result.sent):8.0f}")
-        dkg_rdc, dkg_life = results["dkg p256"]
         for name in ("qkd psk_wrap", "qkd tls_resume", "qkd tls_full"):
-            if name in results:
-                rdc, life = results[name]
-                print(f"  {name} vs dkg p256: RDC {100 * (rdc / dkg_rdc - 1):+.1f}%, "
-                      f"battery life {100 * (life / dkg_life - 1):+.1f}%")
+            if name not in results:
+                continue
+            parts = []
+            for label, side, baseline in zip(("RDC", "battery life"), results[name], results["dkg p256"]):
+                diff = welch_difference(side, baseline, "devices")
+                scale = 100 / (sum(baseline) / len(baseline))
+                parts.append(f"{label} {diff.rel_pct:+.2f}% (95% CI {scale * diff.low:+.3f}..{scale * diff.high:+.3f}, "
+                             f"p {diff.p_value:.2g})")
+            print(f"  {name} vs dkg p256: " + "; ".join(parts) + f" [{diff.method}]")
 
 
 if __name__ == "__main__":

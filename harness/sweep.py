@@ -31,6 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 import click
 import numpy as np
 
+from harness.analysis.cli import _friendly  # one way to turn library errors into one-line CLI errors
+
 #: The columns of a sweep row after the value column(s).
 METRIC_COLUMNS = ("rdc_qkd_pct", "rdc_dkg_pct", "rdc_change_pct", "battery_qkd_days", "battery_dkg_days",
                   "battery_change_pct")
@@ -47,10 +49,16 @@ SOLVE_SPAN = 20.0
 SCAN_POINTS = 9
 #: Relative precision of a solved value (far finer than the simulation's own resolution needs).
 SOLVE_RTOL = 1e-4
+#: A solved value further than this from its target (percentage points) marks a step in the figures.
+STEP_PP = 0.5
 
 
 class SweepError(ValueError):
     """A bad key, value or option of a sweep; the message is one line."""
+
+
+class Unsupported(SweepError):
+    """A point the device cannot do (e.g. resume TLS on a profile without resumption)."""
 
 
 @dataclass(frozen=True)
@@ -104,9 +112,12 @@ def configure(scenario, changes: Mapping[str, Any], devices: int = 1):
         if DKG_ECC_SECONDS in changes:
             profile = profile.with_dkg_key_seconds(_number(DKG_ECC_SECONDS, changes[DKG_ECC_SECONDS]),
                                                    settings.devices.dkg_curve)
-        check_plan(profile, settings.kme.wireless_transport, settings.devices)
     except ValueError as exc:
         raise SweepError(str(exc).splitlines()[0]) from None
+    try:
+        check_plan(profile, settings.kme.wireless_transport, settings.devices)
+    except ValueError as exc:
+        raise Unsupported(str(exc).splitlines()[0]) from None
     return settings, profile
 
 
@@ -129,16 +140,30 @@ def evaluate(scenario, changes: Mapping[str, Any], hours: float, devices: int = 
 
 
 def sweep(scenario, knobs: Sequence[tuple[str, Sequence]], hours: float, devices: int = 1,
-          fixed: Mapping[str, Any] | None = None) -> list[dict]:
-    """One row per value (per combination for two keys): ``value`` (and ``value2``) then :data:`METRIC_COLUMNS`."""
+          fixed: Mapping[str, Any] | None = None, on_skip: Callable[[dict, str], None] | None = None) -> list[dict]:
+    """One row per value (per combination for two keys): ``value`` (and ``value2``) then :data:`METRIC_COLUMNS`.
+
+    A point the device cannot do (:class:`Unsupported`) gets ``None`` figures and is passed to
+    ``on_skip(row, reason)``, unless every point is one: then it is raised.
+    """
     _check_keys([key for key, _ in knobs] + list(fixed or {}))
     if not 1 <= len(knobs) <= MAX_KEYS:
         raise SweepError(f"give one or two --set keys to sweep, got {len(knobs)}")
-    rows = []
+    rows, skipped = [], []
     for combination in itertools.product(*(values for _, values in knobs)):
         changes = dict(fixed or {}) | {key: value for (key, _), value in zip(knobs, combination)}
-        names = ("value", "value2")[:len(combination)]
-        rows.append(dict(zip(names, combination)) | evaluate(scenario, changes, hours, devices).as_dict())
+        row = dict(zip(("value", "value2"), combination))
+        try:
+            row |= evaluate(scenario, changes, hours, devices).as_dict()
+        except Unsupported as exc:
+            row |= dict.fromkeys(METRIC_COLUMNS)
+            skipped.append((row, exc))
+        rows.append(row)
+    if len(skipped) == len(rows):
+        raise skipped[-1][1]
+    for row, exc in skipped:
+        if on_skip is not None:
+            on_skip(row, str(exc))
     return rows
 
 
@@ -154,6 +179,7 @@ class Solution:
     value: float | None
     evaluation: Evaluation | None
     reached: tuple[float, float]  # the metric's smallest and largest value seen in the range
+    jump: tuple[float, float] | None = None  # the metric just below and above ``value`` if it steps over the target
 
     def row(self) -> dict:
         return {"value": self.value, "rdc_change_pct": self.evaluation.rdc_change_pct,
@@ -214,8 +240,12 @@ def solve(scenario, key: str, metric: str, target: float, hours: float, devices:
         for a, b in ((index - 1, index), (index, index + 1)):
             if a in offsets and b in offsets and offsets[a] * offsets[b] < 0:
                 root = float(brentq(measure, grid[a], grid[b], xtol=1e-9, rtol=SOLVE_RTOL))
-                measure(root)
-                return Solution(key, metric, target, low, high, root, cache[root], _seen(offsets, target))
+                jump = None
+                if abs(measure(root)) > STEP_PP:
+                    # No value reaches the target: the figures step over it here (e.g. where the key
+                    # refresh moves to another wake). Say so, with both sides of the step.
+                    jump = tuple(measure(root * (1 + side * 10 * SOLVE_RTOL)) + target for side in (-1, 1))
+                return Solution(key, metric, target, low, high, root, cache[root], _seen(offsets, target), jump)
     return Solution(key, metric, target, low, high, None, None, _seen(offsets, target))
 
 
@@ -237,6 +267,8 @@ def _number(key: str, value: Any) -> float:
 
 # --- output ---------------------------------------------------------------------------------------
 def _cell(value: Any) -> str:
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return f"{value:.4g}" if abs(value) < 1e-3 or abs(value) >= 1e5 else f"{value:.3f}".rstrip("0").rstrip(".")
     return str(value)
@@ -284,7 +316,7 @@ def plot(rows: Sequence[Mapping], path: str, meta: Mapping[str, Any]) -> None:
     for ax, metric, paper_metric, title in ((axes[0], "rdc_change_pct", "rdc", "radio duty cycle"),
                                             (axes[1], "battery_change_pct", "battery_life_days", "battery lifetime")):
         for group in dict.fromkeys(r.get("value2") for r in rows):
-            part = [r for r in rows if r.get("value2") == group]
+            part = [r for r in rows if r.get("value2") == group and r[metric] is not None]
             xs = [r["value"] if numeric else labels.index(r["value"]) for r in part]
             ax.plot(xs, [r[metric] for r in part], marker="o",
                     label=None if group is None else f"{meta['keys'][1]} = {group}")
@@ -314,20 +346,6 @@ def _between(text: str | None) -> tuple[float, float] | None:
     if len(parts) != 2 or not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
         raise SweepError(f"--between {text!r}: expected LO,HI")
     return float(parts[0]), float(parts[1])
-
-
-def _friendly(func: Callable) -> Callable:
-    import functools
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except click.ClickException:
-            raise
-        except (ValueError, OSError) as exc:
-            raise click.ClickException(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    return wrapper
 
 
 @click.command("sweep")
@@ -367,7 +385,9 @@ def COMMAND(scenario_name, sets, hours, devices, fmt, plot_path, solve_key, targ
             raise SweepError("nothing to sweep: give --set SECTION.KEY=V1,V2,... (or --solve)")
         if len(knobs) > MAX_KEYS:
             raise SweepError(f"at most {MAX_KEYS} --set keys (two make a grid), got {len(knobs)}")
-        rows = sweep(base, knobs, hours, devices)
+        rows = sweep(base, knobs, hours, devices, on_skip=lambda row, reason: click.echo(
+            f"warning: skipped {', '.join(map(str, (v for k, v in row.items() if k.startswith('value'))))}: "
+            f"{reason}", err=True))
         meta["keys"] = [key for key, _ in knobs]
         click.echo(format_rows(rows, fmt, meta))
         if plot_path:
@@ -388,3 +408,6 @@ def COMMAND(scenario_name, sets, hours, devices, fmt, plot_path, solve_key, targ
             f"there it runs from {found.reached[0]:+.2f} % to {found.reached[1]:+.2f} %")
     meta |= {"key": solve_key, "target": f"{metric} {target:+g}"} | ({"fixed": fixed} if fixed else {})
     click.echo(format_rows([found.row()], fmt, meta))
+    if found.jump is not None:
+        click.echo(f"warning: no value reaches {metric} {target:+g} %: it steps from {found.jump[0]:+.2f} % to "
+                   f"{found.jump[1]:+.2f} % at {solve_key} = {found.value:.6g}", err=True)

@@ -47,12 +47,24 @@ def test_a_grid_varies_both_keys_and_a_dkg_only_key_leaves_qkd_alone():
     assert rows[0]["rdc_dkg_pct"] > rows[1]["rdc_dkg_pct"]  # affine ECC is slower than Jacobian
 
 
+def test_a_grid_point_the_device_cannot_do_is_skipped_and_said():
+    skipped = []
+    rows = sweep(scenario.load("bcn"), [("devices.energy_profile", ("fipy-micropython", "fipy")),
+                                        ("kme.wireless_transport", ("tls_resume",))], HOURS,
+                 on_skip=lambda row, reason: skipped.append((row["value"], reason)))
+    assert rows[0]["rdc_change_pct"] is None and rows[1]["rdc_change_pct"] is not None
+    assert [value for value, _ in skipped] == ["fipy-micropython"]
+    assert "cannot resume a TLS session" in skipped[0][1]
+    result = invoke("--set", "devices.energy_profile=fipy-micropython,fipy", "--set", "kme.wireless_transport=tls_resume")
+    assert result.exit_code == 0 and "n/a" in result.output and "warning: skipped fipy-micropython" in result.output
+
+
 def test_a_solved_value_swept_again_lands_on_its_target():
     base = scenario.load("bcn")
     for key, metric, target in (("devices.wake_period_s", "rdc_change_pct", -18.0),
                                 ("profile.dkg.ecc_s", "battery_change_pct", 18.0)):
         found = solve(base, key, metric, target, HOURS)
-        assert found.value is not None and found.low < found.value < found.high
+        assert found.value is not None and found.low < found.value < found.high and found.jump is None
         again = evaluate(base, {key: found.value}, HOURS)
         assert getattr(again, metric) == pytest.approx(target, abs=1.0)
     # The same through the command line, as one row.
@@ -61,6 +73,17 @@ def test_a_solved_value_swept_again_lands_on_its_target():
     (row,) = csv.DictReader(io.StringIO(result.output))
     assert set(row) == {"value", "rdc_change_pct", "battery_change_pct"}
     assert float(row["rdc_change_pct"]) == pytest.approx(-18.0, abs=1.0)
+
+
+def test_a_target_inside_a_step_of_the_figures_is_said():
+    # At a 900 s wake period the 30 min key refresh moves from every third wake to every second one.
+    found = solve(scenario.load("bcn"), "devices.wake_period_s", "rdc_change_pct", -65.0, 6.0, between=(600, 1200))
+    assert found.value == pytest.approx(900.0, rel=1e-3)
+    below, above = found.jump
+    assert below > -65.0 > above and below - above > 2.0
+    result = CliRunner().invoke(COMMAND, ["--hours", "6", "--solve", "devices.wake_period_s", "--target-rdc-change",
+                                          "-65", "--between", "600,1200"])
+    assert result.exit_code == 0 and "warning: no value reaches rdc_change_pct -65 %: it steps from" in result.output
 
 
 def test_a_solve_can_hold_other_settings_fixed():
