@@ -30,8 +30,6 @@ PROFILES_DIR = Path(__file__).resolve().parent.parent.parent / "experiments" / "
 
 #: Public-key operations with a fixed time per call (key ``<op>_s`` in an ``[ecc.<name>]`` table).
 ECC_OPS = ("ecc_keygen_p256", "ecdh_p256", "ecdsa_sign_p256", "ecdsa_verify_p256", "x25519_keygen", "x25519_agree")
-#: Back-compatible name of :data:`ECC_OPS`.
-TIMED_OPS = ECC_OPS
 #: Symmetric operations whose time scales with the bytes processed (key ``<op>_bytes_per_s`` in ``[symmetric]``).
 THROUGHPUT_OPS = ("aes", "sha256")
 #: The uses of public-key crypto on the device, each a profile section naming its ECC implementation.

@@ -159,8 +159,9 @@ FULL_HANDSHAKE_STEPS = (("tls_ecdhe_keygen", "tls.ecc_keygen_p256"), ("tls_ecdhe
 def full_handshake_ops(profile: DeviceProfile) -> tuple[tuple[str, str], ...]:
     """(step name, op) of the device's public-key work in one full TLS 1.2 ECDHE-ECDSA handshake under
     the profile's ``[tls]``: key pair and ECDH always, and the ServerKeyExchange signature check (mbedTLS
-    and wolfSSL check it whatever the certificate setting); the server certificate's signature if the
-    device checks certificates; a CertificateVerify signature if it presents a certificate."""
+    2.x checks it whenever the cipher suite signs, whatever its authmode: ssl_cli.c,
+    ssl_parse_server_key_exchange; taken to hold for other stacks); the server certificate's signature
+    if the device checks certificates; a CertificateVerify signature if it presents a certificate."""
     tls = profile.settings.tls
     wanted = {"tls_verify_certificate": tls.verify_server_certificate,
               "tls_sign_certificate_verify": tls.client_certificate}
