@@ -394,6 +394,8 @@ def COMMAND(scenario_name, sets, hours, devices, fmt, plot_path, solve_key, targ
             plot(rows, plot_path, meta)
             click.echo(f"wrote {plot_path}", err=True)
         return
+    if plot_path:
+        raise SweepError("--plot draws a sweep (--set V1,V2,...), not a --solve")
     if (target_rdc_change is None) == (target_battery_change is None):
         raise SweepError("--solve needs exactly one of --target-rdc-change and --target-battery-change")
     if any(len(values) != 1 for _, values in knobs):

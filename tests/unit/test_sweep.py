@@ -139,6 +139,10 @@ def test_formats_carry_the_specified_columns(tmp_path):
     (["--solve", "devices.wake_period_s", "--target-rdc-change", "-18", "--set", "devices.count=1,2"],
      "each --set takes one value"),
     (["--solve", "devices.wake_period_s", "--target-rdc-change", "-18", "--between", "9"], "expected LO,HI"),
+    (["--solve", "devices.wake_period_s", "--target-rdc-change", "-18", "--between", "9,3"], "0 < LO < HI"),
+    (["--solve", "devices.wake_period_s", "--target-rdc-change", "-18", "--plot", "x.png"], "not a --solve"),
+    (["--solve", "profile.battery.self_discharge_ua", "--target-rdc-change", "-18"], "give the range"),
+    (["--set", "profile.dkg.ecc_s=fast"], "profile.dkg.ecc_s must be a number"),
     (["--scenario", "nosuch", "--set", "devices.wake_period_s=30"], "unknown scenario 'nosuch'"),
 ])
 def test_bad_input_is_one_line_without_traceback(args, message):
