@@ -47,10 +47,10 @@ def list_scenarios() -> None:
         try:
             loaded = scenarios.load(name)
         except scenarios.ScenarioError as exc:
-            click.echo(f"{name:10s} INVALID: {exc}")
+            click.echo(f"{name:12s} INVALID: {exc}")
             continue
         settings = loaded.settings
-        click.echo(f"{name:10s} {settings.fibre.length_km:5.1f} km  {settings.fibre.loss_db:4.1f} dB  "
+        click.echo(f"{name:12s} {settings.fibre.length_km:5.1f} km  {settings.fibre.loss_db:4.1f} dB  "
                    f"{settings.devices.count:4d} devices  {settings.scenario.description}")
 
 
@@ -181,8 +181,9 @@ def _register_tool_commands() -> None:
     from harness.analysis.cli import COMMANDS as analysis_commands
     from harness.kme.cli import kme
     from harness.qkd.cli import qkd
+    from harness.sweep import COMMAND as sweep
 
-    for command in (qkd, kme, *analysis_commands):
+    for command in (qkd, kme, sweep, *analysis_commands):
         cli.add_command(command)
 
 

@@ -182,47 +182,37 @@ def dkg_key_id(device_public: bytes, platform_public: bytes) -> str:
 # --- Pysense sensors ---------------------------------------------------------------------------
 @dataclass
 class PysenseSensors:
-    """Plausible, seeded readings of a Pysense board's sensors in an indoor lab.
+    """Plausible, seeded readings of a Pysense board's sensors.
 
     Sensors: SI7006-A20 temperature/humidity, MPL3115A2 pressure, LTR-329 light, LIS2HH12 accelerometer,
-    and the board's battery voltage. Defaults describe an indoor room (assumption: the paper gives no
-    readings): a daily cycle plus Gaussian noise, a slow pressure random walk, a device lying flat.
+    and the board's battery voltage: a daily cycle plus Gaussian noise, a slow pressure random walk, a
+    device lying flat. ``model`` holds the figures (a profile's ``[sensors]``,
+    :class:`harness.energy.profile.SensorModel`); by default the default profile's.
     """
 
     seed: int = 1
-    temperature_mean_c: float = 21.0       # assumption: indoor lab
-    temperature_daily_amp_c: float = 2.0   # assumption
-    temperature_noise_c: float = 0.1       # assumption, of the order of the SI7006's +/-0.4 C accuracy
-    humidity_mean_pct: float = 45.0        # assumption
-    humidity_daily_amp_pct: float = 3.0    # assumption
-    humidity_noise_pct: float = 0.5        # assumption
-    pressure_mean_hpa: float = 1013.25     # ISA standard sea-level pressure
-    pressure_step_hpa: float = 0.02        # assumption: random-walk step per reading
-    light_day_lux: float = 400.0           # assumption: lit office (EN 12464-1 recommends ~500 lx)
-    light_noise_lux: float = 2.0           # assumption
-    accel_noise_g: float = 0.01            # assumption
-    battery_v: float = 3.7                 # nominal single-cell LiPo voltage (cell datasheets)
-    battery_noise_v: float = 0.005         # assumption: ADC noise
+    model: Any = None
     _rng: np.random.Generator = field(init=False, repr=False)
     _pressure: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.model is None:
+            from harness.energy.profile import default_sensor_model
+
+            self.model = default_sensor_model()
         self._rng = np.random.default_rng(self.seed)
-        self._pressure = self.pressure_mean_hpa
+        self._pressure = self.model.pressure_mean_hpa
 
     def read(self, t_emul_s: float, battery_v: float | None = None) -> dict[str, Any]:
         """One reading at emulated time ``t_emul_s``; ``battery_v`` overrides the voltage model."""
-        rng = self._rng
+        rng, m = self._rng, self.model
         day = math.cos(2 * math.pi * t_emul_s / 86_400.0)  # +1 at midnight, -1 at noon
-        temperature = (self.temperature_mean_c - self.temperature_daily_amp_c * day
-                       + rng.normal(0, self.temperature_noise_c))
-        humidity = (self.humidity_mean_pct + self.humidity_daily_amp_pct * day
-                    + rng.normal(0, self.humidity_noise_pct))
-        self._pressure += rng.normal(0, self.pressure_step_hpa)
-        light = self.light_day_lux * max(0.0, -day) + abs(rng.normal(0, self.light_noise_lux))
-        accel = [rng.normal(0, self.accel_noise_g), rng.normal(0, self.accel_noise_g),
-                 1.0 + rng.normal(0, self.accel_noise_g)]
-        voltage = (self.battery_v if battery_v is None else battery_v) + rng.normal(0, self.battery_noise_v)
+        temperature = m.temperature_mean_c - m.temperature_daily_amp_c * day + rng.normal(0, m.temperature_noise_c)
+        humidity = m.humidity_mean_pct + m.humidity_daily_amp_pct * day + rng.normal(0, m.humidity_noise_pct)
+        self._pressure += rng.normal(0, m.pressure_step_hpa)
+        light = m.light_day_lux * max(0.0, -day) + abs(rng.normal(0, m.light_noise_lux))
+        accel = [rng.normal(0, m.accel_noise_g), rng.normal(0, m.accel_noise_g), 1.0 + rng.normal(0, m.accel_noise_g)]
+        voltage = (m.battery_v if battery_v is None else battery_v) + rng.normal(0, m.battery_noise_v)
         return {"temperature_c": round(temperature, 2),
                 "humidity_pct": round(min(100.0, max(0.0, humidity)), 1),
                 "pressure_hpa": round(self._pressure, 2), "light_lux": round(light, 1),

@@ -120,9 +120,18 @@ def _is_scenario(path: Path) -> bool:
 
 def load(name_or_path: str) -> Scenario:
     """Read and validate a scenario; raise :class:`ScenarioError` naming file and key on any problem."""
+    from harness.energy.profile import DeviceProfile
+    from harness.energy.wakecycle import check_plan
+
     path = resolve_path(name_or_path)
-    settings = from_table(ScenarioSettings, read_toml(path, ScenarioError), path=path, error=ScenarioError)
-    return Scenario(path, _derive(settings, path))
+    settings = _derive(from_table(ScenarioSettings, read_toml(path, ScenarioError), path=path, error=ScenarioError),
+                       path)
+    try:  # what the scenario's device cannot do is refused now, not by every device at every wake
+        check_plan(DeviceProfile.load(settings.devices.energy_profile), settings.kme.wireless_transport,
+                   settings.devices)
+    except ValueError as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    return Scenario(path, settings)
 
 
 def _derive(settings: ScenarioSettings, path: Path) -> ScenarioSettings:

@@ -32,7 +32,8 @@ from harness.devices.behaviour import QUEUE_OVERFLOW, DeviceBehaviour
 from harness.devices.config import DeviceSettings
 from harness.devices.transport import DeviceTransport, TransportError
 from harness.energy import DeviceProfile, DeviceTimeline, IntervalRow
-from harness.energy.wakecycle import FULL_HANDSHAKE_STEPS, NetworkOutcome, Step, key_refresh_due, plan_wake, run_steps
+from harness.energy.wakecycle import (NetworkOutcome, Step, full_handshake_ops, key_refresh_due, plan_wake,
+                                      run_steps)
 from harness.enums import KeyTransport, Mode
 
 #: Steps of the key refresh (skipped after one of them failed).
@@ -120,10 +121,12 @@ class DeviceAgent:
         self.on_exchange = on_exchange  # sees every network exchange (step, outcome, ok): emulation health
         self.timeline = DeviceTimeline(profile, device_id, 0.0, settings.energy_interval_s)
         # Seeds from a stable digest: Python's hash() of strings changes from process to process.
-        self.sensors = devicecrypto.PysenseSensors(seed=zlib.crc32(f"{seed}-{device_id}".encode()))
+        self.sensors = devicecrypto.PysenseSensors(seed=zlib.crc32(f"{seed}-{device_id}".encode()),
+                                                   model=profile.settings.sensors)
         self.phase = random.Random(f"{seed}-{device_id}-phase").random()
         # The plaintext a reading seals (what the encrypt step charges); the sensors' format is fixed.
-        self.reading_bytes = len(json.dumps(devicecrypto.PysenseSensors(seed=0).read(0.0), separators=(",", ":")))
+        self.reading_bytes = len(json.dumps(devicecrypto.PysenseSensors(seed=0, model=profile.settings.sensors)
+                                            .read(0.0), separators=(",", ":")))
         self.keys = KeyState()
         self.queue: deque[Reading] = deque()
         self.seq = 0
@@ -234,7 +237,7 @@ class DeviceAgent:
                 fetch, outcome = self.transport.fetch_key(self.device_id, self.key_transport, step, timeout)
                 if self.key_transport == KeyTransport.TLS_RESUME and fetch.full_handshakes:
                     # The relay declined the resumption: the handshake that happened was a full one.
-                    for _, op in FULL_HANDSHAKE_STEPS:
+                    for _, op in full_handshake_ops(self.profile):
                         self.timeline.compute(op)
                 state["fetch"] = fetch
                 return self._observed(step, outcome)

@@ -1,7 +1,8 @@
 """Settings of the emulated devices: the scenario's ``[devices]`` section.
 
 How many devices, how often they wake, how they publish, which energy profile describes them and
-which curve DKG uses. Every device of a run gets the same settings; its identity (name, address,
+which curve DKG uses, and the order of a wake's steps (sensor read and DKG key pair before or after
+the Wi-Fi association; the association's duration is a device figure, in the energy profile). Every device of a run gets the same settings; its identity (name, address,
 namespace) comes from the Fig. 1 site.
 """
 
@@ -30,3 +31,5 @@ class DeviceSettings:
                                                  "platform's")
     keygen_before_association: bool = setting(False, doc="DKG makes its key pair before associating (radio "
                                                          "still off)")
+    sense_before_association: bool = setting(False, doc="the device reads its sensors before associating (radio "
+                                                        "still off) rather than after")

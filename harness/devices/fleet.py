@@ -25,8 +25,8 @@ from harness.daemon import Daemon, python_daemon
 from harness.devices.agent import DeviceAgent, SentRecord
 from harness.devices.scheduler import WakeScheduler
 from harness.devices.transport import NetworkTransport
-from harness.energy import DeviceProfile, IntervalRow, ProfileError, write_energy_csv
-from harness.energy.wakecycle import assumed_outcome
+from harness.energy import DeviceProfile, IntervalRow, write_energy_csv
+from harness.energy.wakecycle import assumed_outcome, check_plan
 from harness.health import percentile
 from harness.enums import Mode, values
 from harness.netns import enter_namespace
@@ -103,8 +103,9 @@ def check(config, role: str) -> list[str]:
     if _mode_of(role) is None:
         return [f"unknown role {role!r} (known: {', '.join(f'devices-{m}' for m in values(Mode))})"]
     try:
-        DeviceProfile.load(config.devices.energy_profile)
-    except ProfileError as exc:
+        profile = DeviceProfile.load(config.devices.energy_profile)
+        check_plan(profile, config.kme.wireless_transport, config.devices)
+    except ValueError as exc:  # ProfileError included
         return [str(exc)]
     return []
 

@@ -14,6 +14,7 @@ from harness.devices.agent import DeviceAgent, SentRecord
 from harness.devices.scheduler import VirtualClock, WakeScheduler
 from harness.devices.simulated import SimBackend, SimulatedTransport
 from harness.energy import DeviceProfile, IntervalRow
+from harness.energy.wakecycle import check_plan
 from harness.enums import Mode
 from topologies.fig1 import device_name
 
@@ -36,6 +37,10 @@ class SimResult:
         return sum(1 for r in self.records if r.key_refreshed and not r.error)
 
 
+class SimulationError(ValueError):
+    """A simulated device failed during a wake: the result would be wrong, so none is given."""
+
+
 class _Sink:
     def __init__(self, result: SimResult) -> None:
         self.result = result
@@ -52,12 +57,15 @@ def simulate(settings, mode: str, duration_s: float | None = None, profile: Devi
 
     ``settings`` is a scenario's settings or a run configuration (anything with ``devices``, ``kme``,
     ``qkd``, ``wireless`` and ``run`` parts); ``duration_s`` defaults to its ``run.hours``; ``profile``
-    to the one ``devices.energy_profile`` names.
+    to the one ``devices.energy_profile`` names. What the profile's device cannot do is refused first
+    (:func:`~harness.energy.wakecycle.check_plan`); a device failing during a wake raises
+    :class:`SimulationError` rather than giving figures without it.
     """
     duration_s = settings.run.hours * 3600.0 if duration_s is None else duration_s
     if duration_s <= 0:
         raise ValueError(f"simulate: duration_s must be > 0, got {duration_s!r}")
     profile = profile or DeviceProfile.load(settings.devices.energy_profile)
+    check_plan(profile, settings.kme.wireless_transport, settings.devices)
     backend = SimBackend()
     transport = SimulatedTransport(backend, profile, settings.wireless, settings.run.seed)
     result = SimResult()
@@ -65,7 +73,11 @@ def simulate(settings, mode: str, duration_s: float | None = None, profile: Devi
     agents = [DeviceAgent(device_name(i), Mode(mode), settings.devices, settings.kme.wireless_transport,
                           settings.qkd.refresh_period_s, profile, transport, sink, settings.run.seed)
               for i in range(1, settings.devices.count + 1)]
-    WakeScheduler(VirtualClock()).run(agents, duration_s)
+    scheduler = WakeScheduler(VirtualClock())
+    scheduler.run(agents, duration_s)
+    if scheduler.failures:
+        raise SimulationError(f"simulation: {len(scheduler.failures)} device(s) failed, first "
+                              f"{scheduler.failures[0]}")
     result.cumulative = [agent.timeline.cumulative_row() for agent in agents]
     result.decrypted = backend.decrypted
     return result

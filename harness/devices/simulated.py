@@ -22,7 +22,7 @@ import numpy as np
 from harness import devicecrypto
 from harness.devices.transport import KeyFetch, PublishOutcome
 from harness.energy import DeviceProfile
-from harness.energy.wakecycle import MQTT_OVERHEAD_BYTES, NetworkOutcome, Step, assumed_outcome
+from harness.energy.wakecycle import NetworkOutcome, Step, assumed_outcome
 from harness.enums import DkgCurve, KeyTransport
 from harness.kme import wrap
 from harness.links import WirelessShape
@@ -100,5 +100,5 @@ class SimulatedTransport:
         for payload in payloads:
             self.backend.receive(payload)
         # Air time from the real payload sizes rather than the plan's estimate.
-        real = dataclasses.replace(step, nbytes=MQTT_OVERHEAD_BYTES + sum(len(p) for p in payloads))
+        real = dataclasses.replace(step, nbytes=self.profile.mqtt_overhead_bytes + sum(len(p) for p in payloads))
         return PublishOutcome(self._outcome(device, real), acked=len(payloads))

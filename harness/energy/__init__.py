@@ -6,7 +6,9 @@ Pure code (no Mininet, no root). A device (:class:`harness.devices.agent.DeviceA
 ``perform(step)`` does each step's real work and returns a
 :class:`~harness.energy.wakecycle.NetworkOutcome` (duration, bytes, frames) for network steps, measured
 on the emulated network in a run and assumed in a pure simulation; compute steps are charged at the
-profile's ESP32 time.
+profile's ESP32 time: each crypto use (DKG's key pair and agreement, the TLS handshake) at the
+implementation the profile names for it (:mod:`harness.energy.profile`). docs/energy-model.md says what
+is charged, from which sources, and what it gives.
 """
 
 from harness.energy.profile import DeviceProfile, ProfileError

@@ -1,7 +1,8 @@
 """The device's wake cycle as a plan of steps, and the executor that charges them to a timeline.
 
 A wake is: boot, Wi-Fi association, the key step if a refresh is due, sensor read, AES-GCM encrypt,
-MQTT publish, deep sleep. :func:`plan_wake` returns the steps; :func:`run_steps` executes them on a
+MQTT publish, deep sleep; the scenario's ``[devices]`` options move the sensor read, and DKG's key
+pair, before the association (radio still off). :func:`plan_wake` returns the steps; :func:`run_steps` executes them on a
 :class:`DeviceTimeline`, calling the agent's ``perform(step)`` for each step so that the agent does the
 real work (real crypto on the host, real network I/O) and reports each network step's measured
 :class:`NetworkOutcome`. Compute steps are charged at the profile's ESP32 time, never the host's.
@@ -18,38 +19,12 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from harness.energy.energest import STATES, DeviceTimeline
-from harness.energy.profile import DeviceProfile
+from harness.energy.profile import DKG_KEY_OPS, DeviceProfile
 from harness.enums import DkgCurve, KeyTransport, Mode, values
 
 MODES = values(Mode)
 QKD_TRANSPORTS = values(KeyTransport)
 DKG_CURVES = values(DkgCurve)
-
-# Application-level message sizes (bytes) a pure simulation assumes for TX air time; a networked
-# agent reports the bytes it really sent. Assumptions from typical encodings, not measurements.
-WIRE_BYTES = {
-    "key_request": 100,         # assumption: small HTTP-like request naming device and key
-    "wrapped_key": 200,         # assumption: JSON with key_ID, base64 nonce and 48-byte wrapped key + headers
-    "tls_full_client": 1100,    # assumption: ClientHello, client certificate, CKE, CertVerify, Finished
-    "tls_full_server": 1900,    # assumption: ServerHello, certificate chain, SKE, Finished
-    "tls_resumed_client": 350,  # assumption: ClientHello with session ticket, Finished
-    "tls_resumed_server": 250,  # assumption: ServerHello, ChangeCipherSpec, Finished
-    "dkg_public_key_msg": 120,  # assumption: 65-byte P-256 point (32 for X25519) + framing
-    "mqtt_connect": 40,         # assumption: CONNECT with a short client id
-    "mqtt_publish_header": 30,  # assumption: PUBLISH fixed header + topic + packet id
-}
-#: Bytes an MQTT publish adds to the sealed payload (CONNECT + PUBLISH header).
-MQTT_OVERHEAD_BYTES = WIRE_BYTES["mqtt_connect"] + WIRE_BYTES["mqtt_publish_header"]
-# Bytes hashed / encrypted by the small crypto steps (drive throughput-op times).
-CRYPTO_BYTES = {
-    # psk_wrap: AES-256-GCM over the 32-byte key + 16-byte tag, with ~70 bytes of associated data
-    # (device id, key_ID, 16-byte challenge; harness.kme.wrap): assumption from that layout.
-    "psk_unwrap": 32 + 16 + 70,
-    "tls_record": 200,              # assumption: one TLS record carrying the key response
-    "tls_full_transcript": 3000,    # assumption: handshake transcript + PRF hashing
-    "tls_resumed_transcript": 1000,  # assumption
-    "hkdf": 4 * 64,                 # HKDF-SHA256 extract + one expand block: ~4 compression calls
-}
 
 
 @dataclass(frozen=True)
@@ -98,98 +73,133 @@ def key_refresh_due(t_wake_s: float, last_refresh_s: float | None, refresh_perio
     return last_refresh_s is None or t_wake_s - last_refresh_s >= refresh_period_s
 
 
+def check_key_transport(profile: DeviceProfile, qkd_transport: str) -> None:
+    """Refuse a QKD key transport the profile's device cannot do (ValueError naming both)."""
+    if qkd_transport not in QKD_TRANSPORTS:
+        raise ValueError(f"qkd_transport must be one of {QKD_TRANSPORTS}, got {qkd_transport!r}")
+    if qkd_transport == KeyTransport.TLS_RESUME and not profile.settings.tls.resumption:
+        raise ValueError(f"profile {profile.name!r} cannot resume a TLS session ([tls] resumption = false): "
+                         f"use kme.wireless_transport = tls_full or psk_wrap")
+
+
+def check_plan(profile: DeviceProfile, qkd_transport: str, devices=None) -> None:
+    """Refuse, before any wake, what the profile's device cannot do in either mode: the QKD key
+    transport, and the DKG curve of ``devices`` (:class:`~harness.devices.config.DeviceSettings`)."""
+    check_key_transport(profile, qkd_transport)
+    if devices is not None:
+        try:
+            profile.dkg_key_seconds(devices.dkg_curve)
+        except ValueError as exc:
+            raise ValueError(f"[devices] dkg_curve = {str(devices.dkg_curve)!r}: {exc}") from None
+
+
 def plan_wake(profile: DeviceProfile, mode: str, *, key_refresh_due: bool, reading_bytes: int = 200,
               qkd_transport: str = "psk_wrap", devices=None, dkg_curve: str = "p256", dkg_authenticated: bool = False,
-              keygen_before_association: bool = False, mqtt_qos: int = 1) -> list[Step]:
+              keygen_before_association: bool = False, sense_before_association: bool = False,
+              mqtt_qos: int = 1) -> list[Step]:
     """The steps of one wake for ``mode`` ("qkd" | "dkg").
 
     ``reading_bytes``: plaintext size of the encrypted reading. QKD: ``qkd_transport`` is how the key
-    crosses the wireless hop (full TLS handshake with client certificate, resumed TLS, or a key wrapped
-    under a pre-shared per-device key). ``devices`` (the scenario's
+    crosses the wireless hop (full TLS handshake, resumed TLS, or a key wrapped under a pre-shared
+    per-device key); the handshake's work follows the profile's ``[tls]``. ``devices`` (the scenario's
     :class:`~harness.devices.config.DeviceSettings`), when given, supplies the device options below.
     DKG: ``dkg_curve``; ``dkg_authenticated`` adds an ECDSA signature of the device's public key and a
     verification of the platform's; ``keygen_before_association`` generates the key pair before
-    associating (radio still off).
+    associating (radio still off). ``sense_before_association`` reads the sensors before associating.
     """
     if devices is not None:
         dkg_curve, dkg_authenticated = devices.dkg_curve, devices.dkg_authenticated
         keygen_before_association, mqtt_qos = devices.keygen_before_association, devices.mqtt_qos
+        sense_before_association = devices.sense_before_association
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if qkd_transport not in QKD_TRANSPORTS:
-        raise ValueError(f"qkd_transport must be one of {QKD_TRANSPORTS}, got {qkd_transport!r}")
     if dkg_curve not in DKG_CURVES:
         raise ValueError(f"dkg_curve must be one of {DKG_CURVES}, got {dkg_curve!r}")
     if mqtt_qos not in (0, 1, 2):
         raise ValueError(f"mqtt_qos must be 0, 1 or 2, got {mqtt_qos!r}")
+    if mode == Mode.QKD:
+        check_key_transport(profile, qkd_transport)
     steps = [Step("boot", "busy", seconds=profile.timing_s("boot"))]
+    sense = Step("sense", "busy", seconds=profile.timing_s("sensor_read"))
+    if sense_before_association:
+        steps.append(sense)
     key_steps = []
     if key_refresh_due:
-        key_steps = (_qkd_key_steps(qkd_transport) if mode == "qkd"
-                     else _dkg_key_steps(dkg_curve, dkg_authenticated))
-    if key_steps and keygen_before_association and mode == "dkg":
+        key_steps = (_qkd_key_steps(profile, qkd_transport) if mode == Mode.QKD
+                     else _dkg_key_steps(profile, dkg_curve, dkg_authenticated))
+    if key_steps and keygen_before_association and mode == Mode.DKG:
         steps.append(key_steps.pop(0))  # the key pair needs no network
     steps.append(Step("associate", "radio", seconds=profile.timing_s("wifi_associate"), then_associated=True))
     steps += key_steps
-    steps.append(Step("sense", "busy", seconds=profile.timing_s("sensor_read")))
+    if not sense_before_association:
+        steps.append(sense)
     steps.append(Step("encrypt", "compute", op="aes", nbytes=reading_bytes))
     # TCP connect + CONNECT/CONNACK, then PUBACK (QoS 1) or PUBREC+PUBCOMP (QoS 2); QoS 0 waits for none.
     steps.append(Step("publish", "network", round_trips=2 + mqtt_qos,
-                      nbytes=MQTT_OVERHEAD_BYTES + _payload_bytes(reading_bytes)))
+                      nbytes=profile.mqtt_overhead_bytes + _payload_bytes(profile, reading_bytes)))
     steps.append(Step("sleep", "sleep", then_associated=False))
     return steps
 
 
-def _payload_bytes(reading_bytes: int) -> int:
-    """Approximate size of the JSON payload: header (~150 B) + base64 of nonce, ciphertext and tag."""
-    return 150 + 4 * -(-(reading_bytes + 16) // 3) + 16
+def _payload_bytes(profile: DeviceProfile, reading_bytes: int) -> int:
+    """Approximate size of the JSON payload: header + base64 of the ciphertext with its tag + base64 nonce."""
+    return profile.settings.wire_bytes.payload_header + 4 * -(-(reading_bytes + 16) // 3) + 16
 
 
-#: Device-side public-key operations of a full TLS 1.2 ECDHE-ECDSA handshake with client certificate:
-#: ephemeral key pair and ECDH, verify the server certificate and its ServerKeyExchange signature,
-#: sign CertificateVerify.
-FULL_HANDSHAKE_STEPS = (("tls_ecdhe_keygen", "ecc_keygen_p256"), ("tls_ecdhe_agree", "ecdh_p256"),
-                        ("tls_verify_certificate", "ecdsa_verify_p256"),
-                        ("tls_verify_key_exchange", "ecdsa_verify_p256"),
-                        ("tls_sign_certificate_verify", "ecdsa_sign_p256"))
+#: Device-side public-key operations of a full TLS 1.2 ECDHE-ECDSA handshake with a client certificate
+#: and a server certificate check (the ``fipy`` profile's): ephemeral key pair and ECDH, verify the
+#: server certificate and its ServerKeyExchange signature, sign CertificateVerify. Prefer
+#: :func:`full_handshake_ops`, which follows a profile's ``[tls]``.
+FULL_HANDSHAKE_STEPS = (("tls_ecdhe_keygen", "tls.ecc_keygen_p256"), ("tls_ecdhe_agree", "tls.ecdh_p256"),
+                        ("tls_verify_certificate", "tls.ecdsa_verify_p256"),
+                        ("tls_verify_key_exchange", "tls.ecdsa_verify_p256"),
+                        ("tls_sign_certificate_verify", "tls.ecdsa_sign_p256"))
 
 
-def _qkd_key_steps(transport: str) -> list[Step]:
-    if transport == "psk_wrap":
+def full_handshake_ops(profile: DeviceProfile) -> tuple[tuple[str, str], ...]:
+    """(step name, op) of the device's public-key work in one full TLS 1.2 ECDHE-ECDSA handshake under
+    the profile's ``[tls]``: key pair and ECDH always, and the ServerKeyExchange signature check (mbedTLS
+    2.x checks it whenever the cipher suite signs, whatever its authmode: ssl_cli.c,
+    ssl_parse_server_key_exchange; taken to hold for other stacks); the server certificate's signature
+    if the device checks certificates; a CertificateVerify signature if it presents a certificate."""
+    tls = profile.settings.tls
+    wanted = {"tls_verify_certificate": tls.verify_server_certificate,
+              "tls_sign_certificate_verify": tls.client_certificate}
+    return tuple((name, op) for name, op in FULL_HANDSHAKE_STEPS if wanted.get(name, True))
+
+
+def _qkd_key_steps(profile: DeviceProfile, transport: str) -> list[Step]:
+    wire, work = profile.settings.wire_bytes, profile.settings.crypto_bytes
+    if transport == KeyTransport.PSK_WRAP:
         # TCP connect + request/response, then unwrap (AES-GCM) under the device's pre-shared key.
-        return [Step("qkd_fetch", "network", round_trips=2, nbytes=WIRE_BYTES["key_request"],
-                     bytes_rx=WIRE_BYTES["wrapped_key"]),
-                Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["psk_unwrap"])]
-    if transport == "tls_resume":
+        return [Step("qkd_fetch", "network", round_trips=2, nbytes=wire.key_request, bytes_rx=wire.wrapped_key),
+                Step("qkd_decrypt", "compute", op="aes", nbytes=work.psk_unwrap)]
+    if transport == KeyTransport.TLS_RESUME:
         # TCP connect + abbreviated handshake (1 RTT) + GET: symmetric crypto only.
-        return [Step("qkd_fetch", "network", round_trips=3,
-                     nbytes=WIRE_BYTES["tls_resumed_client"] + WIRE_BYTES["key_request"],
-                     bytes_rx=WIRE_BYTES["tls_resumed_server"] + WIRE_BYTES["wrapped_key"]),
-                Step("tls_prf", "compute", op="sha256", nbytes=CRYPTO_BYTES["tls_resumed_transcript"]),
-                Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["tls_record"])]
-    # Full TLS 1.2 ECDHE-ECDSA with client certificate: TCP + 2-RTT handshake + GET. Device crypto:
-    # ephemeral key pair and ECDH, verify the server certificate and its ServerKeyExchange signature,
-    # sign CertificateVerify. (Sum at HW speed 1.81 s; ESP-IDF docs: a handshake takes "about two seconds".)
-    return [Step("qkd_fetch", "network", round_trips=4,
-                 nbytes=WIRE_BYTES["tls_full_client"] + WIRE_BYTES["key_request"],
-                 bytes_rx=WIRE_BYTES["tls_full_server"] + WIRE_BYTES["wrapped_key"]),
-            *(Step(name, "compute", op=op) for name, op in FULL_HANDSHAKE_STEPS),
-            Step("tls_prf", "compute", op="sha256", nbytes=CRYPTO_BYTES["tls_full_transcript"]),
-            Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["tls_record"])]
+        return [Step("qkd_fetch", "network", round_trips=3, nbytes=wire.tls_resumed_client + wire.key_request,
+                     bytes_rx=wire.tls_resumed_server + wire.wrapped_key),
+                Step("tls_prf", "compute", op="sha256", nbytes=work.tls_resumed_transcript),
+                Step("qkd_decrypt", "compute", op="aes", nbytes=work.tls_record)]
+    # Full TLS 1.2 ECDHE-ECDSA: TCP + 2-RTT handshake + GET, then the device's public-key work.
+    return [Step("qkd_fetch", "network", round_trips=4, nbytes=wire.tls_full_client + wire.key_request,
+                 bytes_rx=wire.tls_full_server + wire.wrapped_key),
+            *(Step(name, "compute", op=op) for name, op in full_handshake_ops(profile)),
+            Step("tls_prf", "compute", op="sha256", nbytes=work.tls_full_transcript),
+            Step("qkd_decrypt", "compute", op="aes", nbytes=work.tls_record)]
 
 
-def _dkg_key_steps(curve: str, authenticated: bool) -> list[Step]:
-    keygen, agree = ("ecc_keygen_p256", "ecdh_p256") if curve == "p256" else ("x25519_keygen", "x25519_agree")
-    steps = [Step("dkg_keygen", "compute", op=keygen)]
+def _dkg_key_steps(profile: DeviceProfile, curve: str, authenticated: bool) -> list[Step]:
+    keygen, agree = DKG_KEY_OPS[str(curve)]
+    steps = [Step("dkg_keygen", "compute", op=f"dkg.{keygen}")]
     if authenticated:
-        steps.append(Step("dkg_sign", "compute", op="ecdsa_sign_p256"))
+        steps.append(Step("dkg_sign", "compute", op="dkg.ecdsa_sign_p256"))
     # TCP connect + send our public key / receive the platform's.
-    steps.append(Step("dkg_exchange", "network", round_trips=2, nbytes=WIRE_BYTES["dkg_public_key_msg"],
-                      bytes_rx=WIRE_BYTES["dkg_public_key_msg"]))
+    message = profile.settings.wire_bytes.dkg_public_key_msg
+    steps.append(Step("dkg_exchange", "network", round_trips=2, nbytes=message, bytes_rx=message))
     if authenticated:
-        steps.append(Step("dkg_verify", "compute", op="ecdsa_verify_p256"))
-    steps.append(Step("dkg_agree", "compute", op=agree))
-    steps.append(Step("dkg_kdf", "compute", op="sha256", nbytes=CRYPTO_BYTES["hkdf"]))
+        steps.append(Step("dkg_verify", "compute", op="dkg.ecdsa_verify_p256"))
+    steps.append(Step("dkg_agree", "compute", op=f"dkg.{agree}"))
+    steps.append(Step("dkg_kdf", "compute", op="sha256", nbytes=profile.settings.crypto_bytes.hkdf))
     return steps
 
 

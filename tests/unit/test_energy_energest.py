@@ -18,12 +18,14 @@ def fipy():
 def test_metrics_by_hand(fipy):
     times = {"deep_sleep": 59.0, "cpu": 0.5, "radio_tx": 0.1, "radio_listen": 0.4}
     assert rdc(times) == pytest.approx(0.5 / 60.0)
-    charge = 59.0 * 0.021 + 0.5 * 68.0 + 0.1 * 240.0 + 0.4 * 100.0  # mA*s
+    ma = fipy.currents_ma
+    charge = 59.0 * ma["deep_sleep"] + 0.5 * ma["cpu"] + 0.1 * ma["radio_tx"] + 0.4 * ma["radio_listen"]  # mA*s
     assert avg_current_ma(times, fipy) == pytest.approx(charge / 60.0)
-    assert energy_j(times, fipy) == pytest.approx(charge / 1000.0 * 3.3)
-    assert battery_life_days(1.0, fipy) == pytest.approx(2500.0 / 24.0)
+    assert energy_j(times, fipy) == pytest.approx(charge / 1000.0 * fipy.voltage_v)
+    nominal = fipy.settings.battery.capacity_mah
+    assert battery_life_days(1.0, fipy) == pytest.approx(nominal * fipy.settings.battery.usable_fraction / 24.0)
     derated = fipy.with_values({"battery.usable_fraction": 0.8, "battery.self_discharge_ua": 250.0})
-    assert battery_life_days(0.75, derated) == pytest.approx(2000.0 / 1.0 / 24.0)
+    assert battery_life_days(0.75, derated) == pytest.approx(0.8 * nominal / 1.0 / 24.0)
     assert rdc({}) == 0.0 and battery_life_days(0.0, fipy) == math.inf
 
 
@@ -51,16 +53,17 @@ def test_charges_roll_over_intervals_and_sum_to_elapsed(fipy):
 
 
 def test_compute_is_radio_listen_only_while_associated_if_profile_says_so(fipy):
+    ecdh = fipy.op_seconds("dkg.ecdh_p256")
     tl = DeviceTimeline(fipy)
-    assert tl.compute("ecdh_p256") == pytest.approx(0.265)
-    assert tl.totals()["cpu"] == pytest.approx(0.265)
+    assert tl.compute("dkg.ecdh_p256") == pytest.approx(ecdh)
+    assert tl.totals()["cpu"] == pytest.approx(ecdh)
     tl.set_associated(True)
-    tl.compute("ecdh_p256")
-    assert tl.totals()["radio_listen"] == pytest.approx(0.265)
+    tl.compute("dkg.ecdh_p256")
+    assert tl.totals()["radio_listen"] == pytest.approx(ecdh)
     quiet = DeviceTimeline(fipy.with_values({"power.radio_listens_while_associated": False}))
     quiet.set_associated(True)
-    quiet.compute("ecdh_p256")
-    assert quiet.totals()["cpu"] == pytest.approx(0.265) and quiet.totals()["radio_listen"] == 0.0
+    quiet.compute("dkg.ecdh_p256")
+    assert quiet.totals()["cpu"] == pytest.approx(ecdh) and quiet.totals()["radio_listen"] == 0.0
     tl.sleep_until(tl.now + 10)
     assert not tl.associated
 
@@ -101,7 +104,7 @@ def test_energy_csv_has_the_contract_columns(fipy, tmp_path):
     assert ENERGY_CSV_COLUMNS[4:4 + len(STATES)] == [f"t_{s}_s" for s in STATES]
     assert len(rows) == 3 and rows[2]["t_end_s"] == "150.0"
     assert float(rows[0]["t_cpu_s"]) == 1.0 and float(rows[0]["rdc"]) == 0.0
-    assert float(rows[1]["avg_current_ma"]) == pytest.approx(0.021)
+    assert float(rows[1]["avg_current_ma"]) == pytest.approx(fipy.currents_ma["deep_sleep"])
     tl.sleep_until(200.0)
     write_energy_csv(path, tl.pop_rows()[-1:], append=True)
     with open(path, newline="") as handle:
