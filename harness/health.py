@@ -97,6 +97,45 @@ class CpuSampler:
         return self.samples
 
 
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far, its waited-for children included."""
+    import os
+
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+class ProcessCpu:
+    """CPU seconds each named process used between :meth:`start` and :meth:`stop` (which ate the cores)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = {name: pid for name, pid in pids.items() if pid}
+        self.before: dict[str, float] = {}
+        self.started = 0.0
+
+    def start(self) -> "ProcessCpu":
+        self.started = time.monotonic()
+        self.before = {name: cpu for name, pid in self.pids.items() if (cpu := process_cpu_s(pid)) is not None}
+        return self
+
+    def stop(self, extra: dict[str, int] | None = None) -> dict:
+        """Per process: CPU seconds and the share of one core over the span (``extra``: processes
+        that started during it, counted from zero)."""
+        wall = max(1e-9, time.monotonic() - self.started)
+        out = {}
+        for name, pid in {**self.pids, **(extra or {})}.items():
+            cpu = process_cpu_s(pid)
+            if cpu is not None:
+                used = cpu - self.before.get(name, 0.0)
+                out[name] = {"cpu_s": round(used, 2), "cores": round(used / wall, 3)}
+        return out
+
+
 def assess(fleet: dict | None, cpu_samples: list[float], shaper: dict | None,
            thresholds: HealthThresholds) -> dict:
     """One mode's health: its figures, the thresholds and ``ok`` / ``degraded`` with the reasons."""

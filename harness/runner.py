@@ -25,7 +25,7 @@ from harness.clock import EmulatedClock
 from harness.devices.fleet import fleet_daemon
 from harness.enums import Mode
 from harness.faultinjector import FaultInjector
-from harness.health import CpuSampler
+from harness.health import CpuSampler, ProcessCpu
 from harness.iotplatform import platform_daemon
 from harness.lifecycle import Interrupted, StopRequest
 from harness.runconfig import RunConfig
@@ -183,6 +183,7 @@ def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, 
     config.mode_dir(mode).mkdir(exist_ok=True)  # the QKD folder may already hold the key-path capture
     injector: list[FaultInjector] = []
     cpu = CpuSampler().start()
+    processes = ProcessCpu(_running_pids(bed)).start()
     try:
         _devices_until_the_end(mode, bed, clocks, options, record, injector)
         record["status"] = "completed"
@@ -198,6 +199,7 @@ def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, 
         if injector:
             metadata.setdefault("faults", []).extend(injector[0].finish())
         record["health"] = _mode_health(config, mode, cpu.stop())
+        record["health"]["processes"] = processes.stop(_running_pids(bed))
         metadata["emulation_health"] = health.worst({m: r["health"] for m, r in metadata["mode_results"].items()
                                                      if "health" in r})
         names = [n for n in bed.daemons.daemons if n.endswith(f"-{mode}") or n.startswith(f"capture-{mode}-")]
@@ -253,6 +255,16 @@ def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options:
     if stop.wait(min(2.0, devices.publish_timeout_s)):
         stop.check()
     report(wakes(), fraction=1.0)
+
+
+def _running_pids(bed: Testbed) -> dict[str, int]:
+    """The run's daemons that are running, and Open vSwitch's datapath process (where the CPU goes)."""
+    pids = {name: d.pid for name, d in bed.daemons.daemons.items() if d.running}
+    try:
+        pids["ovs-vswitchd"] = int(Path("/var/run/openvswitch/ovs-vswitchd.pid").read_text().strip())
+    except (OSError, ValueError):
+        pass
+    return pids
 
 
 def _mode_health(config: RunConfig, mode: str, cpu_samples: list[float]) -> dict:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import signal
 import sys
 import threading
@@ -148,6 +149,8 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
     report = {"devices": len(agents), "workers": scheduler.workers,
               "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
               "failures": scheduler.failures,
+              "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 2),
+              "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               # Failed key refreshes (a relay or KME away, an outage): retried with backoff.
               "key_failures": {a.device_id: a.keys.failed_total for a in agents if a.keys.failed_total}}
     (config.mode_dir(mode) / "fleet.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
