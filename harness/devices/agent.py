@@ -101,6 +101,7 @@ class KeyState:
     last_refresh: float | None = None
     failures: int = 0                 # failed refreshes in a row
     failed_total: int = 0             # failed refreshes over the mode
+    last_error: str = ""              # why the last failed refresh failed
     skip_wakes: int = 0               # wakes left before the next attempt (backoff)
 
     def valid(self, t: float, lifetime_s: float) -> bool:
@@ -177,7 +178,7 @@ class DeviceAgent:
                 keys.failures += 1
                 keys.failed_total += 1
                 keys.skip_wakes = behaviour.backoff_wakes(keys.failures)
-                self._step_state["key_error"] = f"key step: {exc}"
+                keys.last_error = self._step_state["key_error"] = f"key step: {exc}"
         if due and not key_failed:
             keys.last_refresh, keys.failures = t_wake, 0
         self.sink.energy(self.timeline.pop_rows())
@@ -210,7 +211,7 @@ class DeviceAgent:
             self._record(dropped, None, f"{QUEUE_OVERFLOW}: {dropped.error or self._last_error()}")
 
     def _last_error(self) -> str:
-        return self._step_state.get("key_error") or "no key yet"
+        return self._step_state.get("key_error") or self.keys.last_error or "no key yet"
 
     def _record(self, reading: Reading, t_sent: float | None, error: str) -> None:
         self.sink.sent(SentRecord(self.device_id, reading.seq, reading.t_emul, self._wake_started, t_sent,
