@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import etsi, pki
-from .pair import ALICE_KME_ID, BOB_KME_ID, start_pair
+from .pair import ALICE_KME_ID, BOB_KME_ID, ListenError, start_pair
 from .suppliers import ClavisSupplier
 
 HELP = f"""Run a pair of ETSI GS QKD 014 KMEs on loopback, fed by an emulated QKD link.
@@ -98,9 +98,9 @@ def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[st
         pair = start_pair(pki_dir, ClavisSupplier(link.alice_address, issuing=False),
                           ClavisSupplier(link.bob_address, issuing=True, count=lambda: link.bob.buffer.available),
                           host, alice_port, bob_port, limits)
-    except OSError as exc:
+    except ListenError as exc:
         link.stop()
-        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{ALICE_KME_ID} (Alice, gateway side): {pair.alice_url}")
     click.echo(f"{BOB_KME_ID} (Bob, data-centre side): {pair.bob_url}")
     click.echo(f"QKD link: {config.loss_db:g} dB, calibrated secret-key rate {rate:.0f} bit/s (emulated), "

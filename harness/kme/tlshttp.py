@@ -116,18 +116,34 @@ class JsonHandler(BaseHTTPRequestHandler):
             raise ValueError("request body too large")
         return self.rfile.read(length) if length > 0 else b""
 
-    def send_json(self, status: int, body: Any | None) -> None:
-        """Send one complete response in a single write (one TLS record, no Nagle stall)."""
+    def send_json(self, status: int, body: Any | None, headers: dict[str, str] | None = None) -> None:
+        """Send one complete response in a single write (one TLS record, no Nagle stall).
+
+        A response to HEAD carries the headers only (RFC 9110 section 9.3.2), so kept-alive
+        connections stay in step.
+        """
         payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode("utf-8")
         phrase = http.HTTPStatus(status).phrase
         lines = [f"HTTP/1.1 {status} {phrase}", f"Server: {self.server_version}",
                  f"Content-Length: {len(payload)}"]
         if payload:
             lines.append("Content-Type: application/json; charset=utf-8")
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         if self.close_connection:
             lines.append("Connection: close")
+        if getattr(self, "command", None) == "HEAD":
+            payload = b""
         self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + payload)
         self.log_request(status)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own error answers (malformed request line, unknown method...), as JSON."""
+        self.close_connection = True  # after a malformed request the stream cannot be trusted
+        try:
+            phrase = http.HTTPStatus(code).phrase
+        except ValueError:
+            phrase = "error"
+        self.send_json(code, {"message": message or phrase})
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
         # Why: the stdlib writes to stderr; route to logging. The request line holds only ids.

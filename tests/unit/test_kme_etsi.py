@@ -1,7 +1,7 @@
 """ETSI GS QKD 014 conformance of the KME pair over real mutual TLS on 127.0.0.1.
 
 Written from the spec's rules (reference.md section 4): every endpoint, the error cases
-(400 with message/details, 401 without body, 503 with body), keys delivered once and only to the
+(400, 401 and 503 with the Error body {message, details}: ETSI GS QKD 014 V1.1.1 sections 5.1-5.3, 6.4), keys delivered once and only to the
 slave SAE named at issue, dec_keys byte-identical to enc_keys, and the mTLS refusals.
 """
 
@@ -17,8 +17,8 @@ import pytest
 from harness.kme import etsi, pki
 from harness.kme.client import EtsiClient, HttpClient
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
-from harness.kme.suppliers import EmulatedQkdLink, SharedKeyBuffer
 from harness.kme.tlshttp import client_context
+from tests.support.clavislink import ClavisLinkPair
 
 BUFFER_KEYS = 3906  # paper: 1 Mbit key buffer of 256-bit keys (reference.md section 1)
 LIMITS = etsi.KmeLimits(max_key_per_request=50)
@@ -26,16 +26,16 @@ LIMITS = etsi.KmeLimits(max_key_per_request=50)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A running KME pair over an in-memory key buffer, and client certificates for three SAEs."""
+    """A running KME pair over real Clavis services, and client certificates for three SAEs."""
     pki_dir = tmp_path_factory.mktemp("pki")
-    link = EmulatedQkdLink(SharedKeyBuffer(BUFFER_KEYS), rate_bps=0, seed=7, prefill=BUFFER_KEYS)
-    alice_supplier, bob_supplier = link.suppliers()
-    pair = start_pair(pki_dir, alice_supplier, bob_supplier, limits=LIMITS)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=BUFFER_KEYS, seed=7, prefill_keys=BUFFER_KEYS).start()
+    pair = start_pair(pki_dir, *link.suppliers(), limits=LIMITS)
     ca = pki.CertificateAuthority(pki_dir)
     for sae in ("gateway", "platform", "intruder"):
         ca.ensure(sae, "SAE")
-    yield pair, link.buffer
+    yield pair, link.bob_buffer
     pair.stop()
+    link.stop()
 
 
 def sae(pair, sae_id, side):
@@ -54,6 +54,8 @@ def raw(pair, sae_id, side, method, path, body=None):
         client.close()
 
 
+#: A 401 answer: status and the Error data format (spec section 6.4), saying nothing more.
+UNAUTHORIZED = (401, {"message": "unauthorized"})
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -70,7 +72,7 @@ def test_status_fields(env, side, master, slave, source, target):
             "min_key_size", "max_SAE_ID_count")
     assert all(type(status[k]) is int for k in ints)
     assert (status["key_size"], status["max_key_count"], status["max_key_per_request"]) == (256, 3906, 50)
-    assert status["stored_key_count"] == len(buffer)
+    assert status["stored_key_count"] == buffer.available
 
 
 def test_stored_key_count_drops_by_delivered_keys(env):
@@ -144,12 +146,12 @@ def test_same_key_on_both_sides_smaller_size(env):
 def test_dec_keys_only_for_the_named_slave(env):
     pair, _ = env
     (kid, key), = sae(pair, "gateway", "alice").enc_keys("platform")
-    # Another SAE at the same KME, same master in the path: 401, no body.
-    assert raw(pair, "intruder", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == (401, None)
+    # Another SAE at the same KME, same master in the path: 401 with the Error body.
+    assert raw(pair, "intruder", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # The master itself asking at the peer KME: 401.
-    assert raw(pair, "gateway", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == (401, None)
+    assert raw(pair, "gateway", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # The right slave naming the wrong master: 401.
-    assert raw(pair, "platform", "bob", "GET", f"/api/v1/keys/intruder/dec_keys?key_ID={kid}") == (401, None)
+    assert raw(pair, "platform", "bob", "GET", f"/api/v1/keys/intruder/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # Refusals consumed nothing: the slave still gets the very key.
     assert sae(pair, "platform", "bob").dec_keys("gateway", [kid]) == [(kid, key)]
 
@@ -239,7 +241,7 @@ def test_unknown_resource_and_wrong_method(env):
 
 # --- 503 ----------------------------------------------------------------------------------------
 def test_503_when_the_buffer_runs_dry(tmp_path):
-    link = EmulatedQkdLink(SharedKeyBuffer(10), rate_bps=0, seed=1, prefill=3)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=1, prefill_keys=3).start()
     pair = start_pair(tmp_path, *link.suppliers())
     pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
     pki.CertificateAuthority(tmp_path).ensure("platform", "SAE")
@@ -253,12 +255,14 @@ def test_503_when_the_buffer_runs_dry(tmp_path):
         assert status == 503 and body["message"]
     finally:
         pair.stop()
+        link.stop()
 
 
 def test_503_when_the_peer_kme_is_down(tmp_path):
-    link = EmulatedQkdLink(SharedKeyBuffer(10), rate_bps=0, seed=1, prefill=10)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=1, prefill_keys=10).start()
     pair = start_pair(tmp_path, *link.suppliers())
-    pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
+    for sae_id in ("gateway", "platform"):
+        pki.CertificateAuthority(tmp_path).ensure(sae_id, "SAE")
     pair.bob.shutdown()
     pair.bob.server_close()
     try:
@@ -267,6 +271,7 @@ def test_503_when_the_peer_kme_is_down(tmp_path):
     finally:
         pair.alice.shutdown()
         pair.alice.server_close()
+        link.stop()
 
 
 # --- mutual TLS ---------------------------------------------------------------------------------
@@ -298,15 +303,15 @@ def test_sae_refuses_kme_with_wrong_id_or_foreign_ca(env, tmp_path):
 def test_kme_to_kme_channel_refuses_saes_and_other_kmes(env):
     pair, _ = env
     body = {"master_SAE_ID": "intruder", "slave_SAE_ID": "platform", "number": 1, "size": 256}
-    assert raw(pair, "intruder", "bob", "POST", "/kme/v1/issue", body) == (401, None)
-    assert raw(pair, "intruder", "alice", "GET", "/kme/v1/stored") == (401, None)
+    assert raw(pair, "intruder", "bob", "POST", "/kme/v1/issue", body) == UNAUTHORIZED
+    assert raw(pair, "intruder", "alice", "GET", "/kme/v1/stored") == UNAUTHORIZED
     # A KME certificate that is not the configured peer: 401 too.
     ca = pki.CertificateAuthority(pair.pki_dir)
     other = ca.ensure("kme-eve", "KME", ("127.0.0.1",))
     client = HttpClient(pair.bob_url, client_context(other.ca, other.cert, other.key), BOB_KME_ID)
-    assert client.request("POST", "/kme/v1/issue", body) == (401, None)
+    assert client.request("POST", "/kme/v1/issue", body) == UNAUTHORIZED
     # And a KME certificate may not act as an SAE.
-    assert client.request("GET", "/api/v1/keys/platform/status") == (401, None)
+    assert client.request("GET", "/api/v1/keys/platform/status") == UNAUTHORIZED
 
 
 def test_tls_1_2_minimum_and_client_certificate_required(env):
@@ -320,7 +325,7 @@ def test_attached_saes_restriction(env):
     pair, _ = env
     pair.bob.kme.attached_saes = frozenset({"platform"})
     try:
-        assert raw(pair, "intruder", "bob", "GET", "/api/v1/keys/gateway/status") == (401, None)
+        assert raw(pair, "intruder", "bob", "GET", "/api/v1/keys/gateway/status") == UNAUTHORIZED
         assert raw(pair, "platform", "bob", "GET", "/api/v1/keys/gateway/status")[0] == 200
     finally:
         pair.bob.kme.attached_saes = None

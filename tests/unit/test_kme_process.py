@@ -12,10 +12,10 @@ import pytest
 from harness.kme import keyids, pki
 from harness.kme.client import EtsiClient, HttpClient
 from harness.kme.device import DeviceSession, fetch_device_key
-from harness.kme.emulink import ClavisLinkPair
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from harness.kme.suppliers import ClavisSupplier
 from harness.kme.tlshttp import client_context
+from tests.support.clavislink import ClavisLinkPair
 
 PY = sys.executable
 
@@ -114,6 +114,7 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
     pair = start_pair(tmp_path, ClavisSupplier(link.alice.address, issuing=False),
                       ClavisSupplier(link.bob.address, issuing=True))
     gw = pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
+    pki.CertificateAuthority(tmp_path).ensure("platform", "SAE")
     try:
         client = HttpClient(pair.alice_url, client_context(gw.ca, gw.cert, gw.key), ALICE_KME_ID)
         status, body = client.request("POST", "/api/v1/keys/platform/enc_keys", {"number": 2})

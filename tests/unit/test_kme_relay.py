@@ -10,9 +10,9 @@ from harness.kme.device import DeviceSession, FetchError, fetch_device_key
 from harness.kme.lifecycle import GatewayKeyLifecycle, PlatformKeyResolver
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from harness.kme.relay import TRANSPORTS, RelayServer
-from harness.kme.suppliers import EmulatedQkdLink, SharedKeyBuffer
 from harness.kme.tlshttp import client_context
 from harness.kme.wrap import UnwrapError, unwrap_key, wrap_key
+from tests.support.clavislink import ClavisLinkPair
 
 DEVICES = ["d1", "d2", "d3"]
 REFRESH_S = 1800.0  # paper: keys updated every 30 min
@@ -22,7 +22,7 @@ REFRESH_S = 1800.0  # paper: keys updated every 30 min
 def world(tmp_path_factory):
     """KME pair, provisioned gateway lifecycle, platform resolver, device credentials."""
     pki_dir = tmp_path_factory.mktemp("pki")
-    link = EmulatedQkdLink(SharedKeyBuffer(200), rate_bps=0, seed=3, prefill=200)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=200, seed=3, prefill_keys=200).start()
     pair = start_pair(pki_dir, *link.suppliers())
     ca = pki.CertificateAuthority(pki_dir)
     gw, pl = ca.ensure("gateway", "SAE"), ca.ensure("platform", "SAE")
@@ -33,6 +33,7 @@ def world(tmp_path_factory):
     creds = {d: pki.provision_device(pki_dir, d) for d in DEVICES}
     yield pki_dir, lifecycle, resolver, creds
     pair.stop()
+    link.stop()
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
