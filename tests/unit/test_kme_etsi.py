@@ -7,6 +7,7 @@ slave SAE named at issue, dec_keys byte-identical to enc_keys, and the mTLS refu
 
 import base64
 import binascii
+import json
 import logging
 import re
 import ssl
@@ -19,6 +20,7 @@ from harness.kme.client import EtsiClient, HttpClient
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from harness.kme.tlshttp import client_context
 from tests.support.clavislink import ClavisLinkPair
+from tests.support.tlsrefusal import assert_tls_refused
 
 BUFFER_KEYS = 3906  # paper: 1 Mbit key buffer of 256-bit keys (reference.md section 1)
 LIMITS = etsi.KmeLimits(max_key_per_request=50)
@@ -233,10 +235,95 @@ def test_dec_keys_400(env, method, query, body, message):
     assert status == 400 and answer["message"] == message
 
 
-def test_unknown_resource_and_wrong_method(env):
+def test_unknown_resource_404(env):
     pair, _ = env
-    assert raw(pair, "gateway", "alice", "GET", "/api/v1/keys/platform/keys")[0] == 404
-    assert raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/status", {})[0] == 405
+    assert raw(pair, "gateway", "alice", "GET", "/api/v1/keys/platform/keys") == (404, {"message": "no such resource"})
+
+
+def raw_with_headers(pair, method, path):
+    """(status, headers, raw body) of one request by the gateway SAE to Alice's KME, kept alive."""
+    client = sae(pair, "gateway", "alice").http
+    try:
+        client.request("GET", "/api/v1/keys/platform/status")  # open the connection first
+        conn = client._conn
+        conn.request(method, path)
+        response = conn.getresponse()
+        answer = (response.status, dict(response.getheaders()), response.read())
+        # The connection is still in step: the next request on it is answered normally.
+        assert client.request("GET", "/api/v1/keys/platform/status")[0] == 200
+        return answer
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "HEAD", "POST"])
+@pytest.mark.parametrize("path,allow", [("/api/v1/keys/platform/status", "GET"),
+                                        ("/api/v1/keys/platform/enc_keys", "GET, POST"),
+                                        ("/api/v1/keys/platform/dec_keys", "GET, POST")])
+def test_undeclared_methods_405_with_allow_and_json(env, method, path, allow):
+    if method in allow:
+        pytest.skip("declared")
+    pair, _ = env
+    status, headers, body = raw_with_headers(pair, method, path)
+    assert status == 405 and headers["Allow"] == allow
+    if method == "HEAD":  # a HEAD answer has headers only (RFC 9110), its length still announced
+        assert body == b"" and int(headers["Content-Length"]) > 0
+    else:
+        assert headers["Content-Type"].startswith("application/json")
+        assert method in json.loads(body)["message"]
+
+
+def test_unknown_method_gets_json_501(env):
+    pair, _ = env
+    status, headers, body = raw_with_headers(pair, "BREW", "/api/v1/keys/platform/status")
+    assert status == 501 and json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"number": 1, "size": None}, "size shall be an integer"),
+    ({"number": None}, "number shall be an integer"),
+    ({"number": "2"}, "number shall be an integer"),
+    ({"number": 2.0}, "number shall be an integer"),
+    ({"number": 1, "size": "256"}, "size shall be an integer"),
+    ({"additional_slave_SAE_IDs": [1]}, "additional_slave_SAE_IDs shall be an array of strings"),
+    ({"extension_optional": ["x"]}, "extension_optional shall be an array of objects"),
+    ({"extension_mandatory": {}}, "extension_mandatory shall be an array of objects"),
+])
+def test_wrong_json_types_400_and_no_key_used(env, body, message):
+    pair, buffer = env
+    before = buffer.available
+    status, answer = raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/enc_keys", body)
+    assert (status, answer["message"]) == (400, message)
+    assert buffer.available == before
+
+
+@pytest.mark.parametrize("query", ["?number=%C2%B2", "?number=" + "9" * 5000, "?size=1e3"])
+def test_odd_query_integers_400(env, query):
+    pair, _ = env
+    status, answer = raw(pair, "gateway", "alice", "GET", f"/api/v1/keys/platform/enc_keys{query}")
+    assert status == 400 and "shall be an integer" in answer["message"]
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000, b'{"number": ' + b"9" * 5000 + b"}"])
+def test_pathological_json_400(env, payload):
+    pair, _ = env
+    status, answer = raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/enc_keys", payload)
+    assert status == 400 and answer["message"] == "request body is not valid UTF-8 JSON"
+
+
+@pytest.mark.parametrize("side,master", [("alice", "gateway"), ("bob", "platform")])
+def test_unknown_slave_sae_400_without_using_keys(env, side, master):
+    """An SAE exists when the CA has issued it an SAE certificate; naming another id uses nothing."""
+    pair, buffer = env
+    before = buffer.available
+    for method, path, body in (("POST", "/api/v1/keys/nobody/enc_keys", {"number": 3}),
+                               ("GET", "/api/v1/keys/nobody/enc_keys?number=3", None),
+                               ("GET", "/api/v1/keys/nobody/status", None),
+                               ("GET", "/api/v1/keys/kme-bob/status", None)):  # a KME is not an SAE
+        status, answer = raw(pair, master, side, method, path, body)
+        assert status == 400 and answer["message"] == "slave_SAE_ID is not a known SAE", (method, path)
+    assert buffer.available == before
+    assert sae(pair, master, side).status("intruder")["slave_SAE_ID"] == "intruder"  # has a certificate
 
 
 # --- 503 ----------------------------------------------------------------------------------------
@@ -278,16 +365,18 @@ def test_503_when_the_peer_kme_is_down(tmp_path):
 def test_no_client_certificate_refused(env):
     pair, _ = env
     ca = pair.pki_dir / "ca.crt"
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(pair.alice_url, client_context(ca), ALICE_KME_ID).request("GET", "/api/v1/keys/platform/status")
+    assert_tls_refused(refused, "TLSV13_ALERT_CERTIFICATE_REQUIRED")
 
 
 def test_certificate_from_another_ca_refused(env, tmp_path):
     pair, _ = env
     rogue = pki.CertificateAuthority(tmp_path / "rogue").ensure("gateway", "SAE")
     tls = client_context(pair.pki_dir / "ca.crt", rogue.cert, rogue.key)
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(pair.alice_url, tls, ALICE_KME_ID).request("POST", "/api/v1/keys/platform/enc_keys", {})
+    assert_tls_refused(refused, "TLSV1_ALERT_UNKNOWN_CA")
 
 
 def test_sae_refuses_kme_with_wrong_id_or_foreign_ca(env, tmp_path):

@@ -1,6 +1,7 @@
 """The wireless hop: gateway relay and device fetch over each transport, with exact op counts."""
 
 import base64
+import ssl
 
 import pytest
 
@@ -13,6 +14,7 @@ from harness.kme.relay import TRANSPORTS, RelayServer
 from harness.kme.tlshttp import client_context
 from harness.kme.wrap import UnwrapError, unwrap_key, wrap_key
 from tests.support.clavislink import ClavisLinkPair
+from tests.support.tlsrefusal import assert_tls_refused
 
 DEVICES = ["d1", "d2", "d3"]
 REFRESH_S = 1800.0  # paper: keys updated every 30 min
@@ -105,8 +107,9 @@ def test_tls_relay_refuses_foreign_and_missing_certificates(world, relay, tmp_pa
     transport, server = relay
     if transport == "psk_wrap":
         pytest.skip("TLS transports only")
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(server.url, client_context(pki_dir / "ca.crt"), "relay-gw").request("GET", "/device/v1/key")
+    assert_tls_refused(refused, "TLSV13_ALERT_CERTIFICATE_REQUIRED")
     rogue = pki.provision_device(tmp_path, "d1")  # same id, another CA
     forged = rogue.__class__(**{**rogue.__dict__, "ca": creds["d1"].ca})
     with pytest.raises(FetchError) as info:
