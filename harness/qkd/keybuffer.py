@@ -7,9 +7,14 @@ without talking. Ids start at 1 (id 0 means "a new key" in the Clavis request).
 "New key" requests hand out the newest key not yet handed out: the peer's consumer then asks for
 it by id, and a full buffer evicts its oldest keys, so the newest key is the one that survives
 longest at the other end (handing out the oldest lost keys to eviction between the two requests).
-A key stays readable by id until it is evicted, and a key read by id is not handed out as new. Keys handed out at one end are reported to the other
-end with the next block (:meth:`take_handed_out` / :meth:`mark_handed_out`), so the two ends do
-not hand the same key to two consumers (the window is one block).
+A key stays readable by id until it is evicted, and a key read by id is not handed out as new.
+The buffer always holds a contiguous window of ids (keys are cut in id order and evicted oldest
+first), so a consumer holding a key id below one that is still readable knows it was evicted.
+
+Keys handed out at one end are reported to the other end with the next block
+(:meth:`take_handed_out` / :meth:`mark_handed_out`): that closes the window in which both ends
+could hand out the same key as new only after one block, so the contract is that **one end of a
+link hands out new keys** and the other is read by id (:mod:`harness.qkd.clavis`, ``new_keys``).
 """
 
 from __future__ import annotations

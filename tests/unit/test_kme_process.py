@@ -100,6 +100,51 @@ def test_kme_and_relay_processes_over_clavis(tmp_path, clavis_link):
     assert codes == [0] * len(procs)
 
 
+def test_restarted_kmes_keep_issued_keys_obtainable(tmp_path):
+    """A KME killed mid-run and restarted on the same --key-store still delivers every key it had
+    issued, even after both QKD buffers have evicted them."""
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=20, seed=4, prefill_keys=20).start()
+    ca = pki.CertificateAuthority(tmp_path / "pki")
+    for kme_id in (ALICE_KME_ID, BOB_KME_ID):
+        ca.ensure(kme_id, "KME", ("127.0.0.1",))
+    gw, pl = ca.ensure("gateway", "SAE"), ca.ensure("platform", "SAE")
+    pa, pb = free_port(), free_port()
+
+    def start(own, peer, port, peer_port, clavis, extra=()):
+        return spawn(["harness.kme.server", "--listen", f"127.0.0.1:{port}", "--kme-id", own, "--peer-kme-id", peer,
+                      "--peer-kme", f"https://127.0.0.1:{peer_port}", "--clavis", "%s:%d" % clavis,
+                      "--pki", str(tmp_path / "pki"), "--key-store", str(tmp_path / own), *extra])[0]
+
+    def start_bob():
+        return start(BOB_KME_ID, ALICE_KME_ID, pb, pa, link.bob.address, ["--issuing"])
+
+    def start_alice():
+        return start(ALICE_KME_ID, BOB_KME_ID, pa, pb, link.alice.address)
+
+    procs = [start_bob(), start_alice()]
+    try:
+        gateway = EtsiClient(f"https://127.0.0.1:{pa}", ALICE_KME_ID, gw.ca, gw.cert, gw.key)
+        platform = EtsiClient(f"https://127.0.0.1:{pb}", BOB_KME_ID, pl.ca, pl.cert, pl.key)
+        to_platform = gateway.enc_keys("platform", number=3)   # kept by Bob's KME for the platform
+        to_gateway = platform.enc_keys("gateway", number=2)    # kept by Alice's KME for the gateway
+        procs[0].kill()                                         # a crash, not a clean stop
+        procs[0].wait(timeout=10)
+        assert terminate(procs[1]) == 0
+        link.add_keys(40)   # both QKD buffers turn over twice: the keys are gone from them
+        assert all(link.bob_buffer.get(keyids.clavis_id_for(k)) is None for k, _ in to_platform + to_gateway)
+        procs = [start_bob(), start_alice()]
+        gateway.http.close(), platform.http.close()
+        assert platform.dec_keys("gateway", [k for k, _ in to_platform]) == to_platform
+        assert gateway.dec_keys("platform", [k for k, _ in to_gateway]) == to_gateway
+        assert platform.status("gateway")["status_extension"]["qiot_reserved_for_slaves"] == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                terminate(proc)
+        link.stop()
+    assert (tmp_path / BOB_KME_ID / "keystore.sqlite3").stat().st_mode & 0o077 == 0
+
+
 def test_server_bad_arguments_give_one_line_errors(tmp_path):
     result = subprocess.run([PY, "-m", "harness.kme.server", "--listen", "nonsense", "--kme-id", "k",
                              "--peer-kme-id", "p", "--peer-kme", "https://127.0.0.1:1", "--pki",
