@@ -125,9 +125,12 @@ class KmeHandler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
-    # Methods no route takes: 405 with Allow (http.server would answer 501 with an HTML page).
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_TRACE = do_HEAD = \
-        lambda self: self._dispatch(self.command)  # noqa: E731
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (PUT, DELETE, PATCH, OPTIONS, TRACE, HEAD, QUERY, ...): routed too, so it
+        # gets 405 with Allow rather than http.server's 501 HTML page.
+        if name.startswith("do_"):
+            return lambda: self._dispatch(self.command)
+        raise AttributeError(name)
 
     def _dispatch(self, method: str) -> None:
         try:

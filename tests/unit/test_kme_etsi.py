@@ -256,7 +256,7 @@ def raw_with_headers(pair, method, path):
         client.close()
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "HEAD", "POST"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "HEAD", "POST", "GET"])
 @pytest.mark.parametrize("path,allow", [("/api/v1/keys/platform/status", "GET"),
                                         ("/api/v1/keys/platform/enc_keys", "GET, POST"),
                                         ("/api/v1/keys/platform/dec_keys", "GET, POST")])
@@ -273,10 +273,12 @@ def test_undeclared_methods_405_with_allow_and_json(env, method, path, allow):
         assert method in json.loads(body)["message"]
 
 
-def test_unknown_method_gets_json_501(env):
+def test_any_other_method_405_and_unknown_path_404(env):
     pair, _ = env
-    status, headers, body = raw_with_headers(pair, "BREW", "/api/v1/keys/platform/status")
-    assert status == 501 and json.loads(body)["message"]
+    status, headers, body = raw_with_headers(pair, "QUERY", "/api/v1/keys/platform/status")
+    assert (status, headers["Allow"]) == (405, "GET") and json.loads(body)["message"]
+    status, _, body = raw_with_headers(pair, "BREW", "/coffee")
+    assert status == 404 and json.loads(body) == {"message": "no such resource"}
 
 
 @pytest.mark.parametrize("body,message", [
