@@ -41,15 +41,18 @@ Example (master SAE "gateway" at Alice's KME, slave SAE "platform" at Bob's):
 def _link_config(scenario: str | None, loss_db: float | None):
     """The QKD link configuration of a scenario, with an optional loss override."""
     from harness import scenario as scen
-    from harness.qkd.config import QkdLinkConfig
+    from harness.qkd.config import QkdConfigError, QkdLinkConfig
+    from harness.qkd.rate import secret_key_rate
 
     try:
         sc = scen.load(scenario or "hpn")
         if loss_db is not None:
             sc = sc.with_overrides({"fibre.loss_db": loss_db})
-    except scen.ScenarioError as exc:
+        config = QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
+        secret_key_rate(config.loss_db, config.calibration, config)  # a calibration that gives no rate fails here
+    except (scen.ScenarioError, QkdConfigError) as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario/--loss-db") from None
-    return QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
+    return config
 
 
 @click.command("kme", help=HELP)
@@ -63,7 +66,8 @@ def _link_config(scenario: str | None, loss_db: float | None):
 @click.option("--devices", default=0, show_default=True, type=click.IntRange(0, 5000),
               help="also make SAE certificates and PSKs for devices d1..dN")
 @click.option("--scenario", default="hpn", show_default=True, help="scenario for loss, calibration, buffer")
-@click.option("--loss-db", type=float, default=None, help="override the scenario's quantum-channel loss")
+@click.option("--loss-db", type=float, default=None,
+              help="override the scenario's quantum-channel loss (dB, within the scenarios' range)")
 @click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
               help="emulated seconds of key production per wall second")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=0.0, show_default=True,

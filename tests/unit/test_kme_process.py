@@ -209,3 +209,32 @@ def test_qiot_kme_refuses_non_loopback(tmp_path):
     from harness.kme.cli import kme
     result = CliRunner().invoke(kme, ["--pki", str(tmp_path), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "loopback" in result.output
+
+
+def test_qiot_kme_port_in_use_names_address_and_port(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.kme.cli import kme
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(kme, ["--pki", str(tmp_path), "--alice-port", "0", "--bob-port", str(port)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == \
+        f"Error: {BOB_KME_ID} cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_server_port_in_use_is_one_line(tmp_path):
+    ca = pki.CertificateAuthority(tmp_path)
+    ca.ensure(BOB_KME_ID, "KME", ("127.0.0.1",))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([PY, "-m", "harness.kme.server", "--listen", f"127.0.0.1:{port}", "--kme-id", BOB_KME_ID,
+                                 "--peer-kme-id", ALICE_KME_ID, "--peer-kme", "https://127.0.0.1:1", "--pki",
+                                 str(tmp_path), "--clavis", "127.0.0.1:5323"], capture_output=True, text=True,
+                                timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --listen 127.0.0.1:{port}: Address already in use"]

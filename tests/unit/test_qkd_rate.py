@@ -81,3 +81,11 @@ def test_physical_model_responds_to_detector_and_loss():
     better = base.replace(device=DeviceParams(detector_efficiency=0.2))
     assert secret_key_rate(7.0, better.calibration, better) > secret_key_rate(7.0, base.calibration, base)
     assert math.isclose(secret_key_rate(60.0, base.calibration, base), 0.0, abs_tol=1e-9)
+
+
+def test_calibration_without_a_finite_rate_is_refused():
+    with pytest.raises(QkdConfigError, match="a_s = 0 and b_s = 0"):
+        secret_key_rate(4.0, {"model": "two_constant", "a_s": 0.0, "b_s": 0.0})
+    with pytest.raises(QkdConfigError, match="not a finite number"):
+        secret_key_rate(float("nan"), {"model": "physical"})
+    assert secret_key_rate(4.0, {"model": "two_constant", "a_s": 0.0, "b_s": 1e-3}) == pytest.approx(1000.0)
