@@ -193,6 +193,47 @@ def test_qiot_kme_command(tmp_path):
         assert terminate(proc) == 0
 
 
+def test_qiot_kme_drained_then_every_issued_key_is_deliverable(tmp_path):
+    """Issue 12's reproduction, scaled down: `qiot kme` on the real emulated link (hpn), drained
+    with large requests until 503, then asked for one key at a time while the buffer turns over.
+    Every key issued is then obtainable by the slave, and stored_key_count never exceeds max."""
+    from harness.kme import etsi
+    pki_dir = tmp_path / "pki"
+    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
+                         "--warmup-s", "60", "--time-scale", "200"])
+    try:
+        urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
+        gw, pl = pki.entity_paths(pki_dir, "gateway", "SAE"), pki.entity_paths(pki_dir, "platform", "SAE")
+        gateway = EtsiClient(urls[ALICE_KME_ID], ALICE_KME_ID, gw.ca, gw.cert, gw.key)
+        platform = EtsiClient(urls[BOB_KME_ID], BOB_KME_ID, pl.ca, pl.cert, pl.key)
+        issued, refused, stored = [], 0, []
+        for master, slave, peer in ((platform, "gateway", gateway), (gateway, "platform", platform)):
+            while True:  # drain: requests of 100 until the KME answers 503
+                try:
+                    issued.append((peer, master.enc_keys(slave, number=100), slave))
+                except etsi.EtsiError as exc:
+                    assert exc.status == 503
+                    break
+            deadline = time.monotonic() + 2.0  # 400 emulated s: the buffer (3,906 keys) turns over
+            while time.monotonic() < deadline:
+                try:
+                    issued.append((peer, master.enc_keys(slave, number=1), slave))
+                except etsi.EtsiError as exc:
+                    assert exc.status == 503
+                    refused += 1
+                status = master.status(slave)
+                stored.append((status["stored_key_count"], status["max_key_count"]))
+                time.sleep(0.02)
+        masters = {"gateway": "platform", "platform": "gateway"}
+        for peer, keys, slave in issued:
+            assert peer.dec_keys(masters[slave], [k for k, _ in keys]) == keys
+        assert sum(len(keys) for _, keys, _ in issued) > 500
+        assert all(count <= limit for count, limit in stored) and len(stored) > 50
+        assert refused < 10  # drained with large requests, the one-key requests are served at once
+    finally:
+        assert terminate(proc) == 0
+
+
 def test_qiot_kme_help_names_the_files():
     from click.testing import CliRunner
 
