@@ -61,6 +61,27 @@ class PeerLink(Protocol):
         """The peer's stored key count (a fetching KME reports it in its status)."""
 
 
+class LocalPeerLink:
+    """:class:`PeerLink` to a :class:`KeyManager` in the same process: the very calls the mTLS
+    channel carries (:mod:`harness.kme.server`), without HTTP and TLS between two objects that
+    share an address space (``qiot kme`` serves both KMEs of the pair in one process)."""
+
+    def __init__(self, peer: "KeyManager"):
+        self.peer = peer
+
+    def issue(self, master: str, slave: str, number: int, size: int, lost: list[str]) -> list[str]:
+        return self.peer.peer_issue(master, slave, number, size, lost)
+
+    def reserve(self, master: str, slave: str, size: int, key_ids: list[str]) -> list[str]:
+        return self.peer.peer_reserve(master, slave, size, key_ids)
+
+    def release(self, key_ids: list[str], lost: list[str]) -> None:
+        self.peer.peer_release(key_ids, lost)
+
+    def stored_key_count(self) -> int:
+        return self.peer.stored_key_count()
+
+
 class KeyManager:
     """One KME. ``supplier`` is its QKD end; ``peer`` the link to the other KME (None: none yet).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import etsi, pki
 from .keystore import KeyStore
-from .kme import KeyManager
+from .kme import KeyManager, LocalPeerLink
 from .server import KmeServer, MtlsPeerLink
 from .suppliers import KeySupplier
 
@@ -47,8 +47,13 @@ class ListenError(OSError):
 
 def start_pair(pki_dir: str | os.PathLike[str], alice_supplier: KeySupplier, bob_supplier: KeySupplier,
                host: str = "127.0.0.1", alice_port: int = 0, bob_port: int = 0,
-               limits: etsi.KmeLimits | None = None, key_store: str | os.PathLike[str] | None = None) -> KmePair:
+               limits: etsi.KmeLimits | None = None, key_store: str | os.PathLike[str] | None = None,
+               peer_link: str = "mtls") -> KmePair:
     """Create the KME certificates if needed and serve both KMEs; ports 0 pick free ones.
+
+    ``peer_link``: how the two KMEs coordinate: ``"mtls"`` over their KME-to-KME HTTPS channel
+    (as two KME processes do), or ``"local"`` by direct calls (:class:`LocalPeerLink`: the same
+    calls, without HTTP and TLS between two objects of one process).
 
     Slave SAEs must have an SAE certificate from the PKI's CA (:class:`pki.KnownSaes`).
     ``key_store``: a directory under which each KME keeps its key store (``<dir>/<kme_id>``).
@@ -72,8 +77,13 @@ def start_pair(pki_dir: str | os.PathLike[str], alice_supplier: KeySupplier, bob
                 server.server_close()
             raise ListenError(f"{own.entity_id} cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     pair = KmePair(servers[0], servers[1], Path(pki_dir))
-    pair.alice.kme.peer = MtlsPeerLink(pair.bob_url, BOB_KME_ID, entities[0])
-    pair.bob.kme.peer = MtlsPeerLink(pair.alice_url, ALICE_KME_ID, entities[1])
+    if peer_link == "local":
+        pair.alice.kme.peer, pair.bob.kme.peer = LocalPeerLink(pair.bob.kme), LocalPeerLink(pair.alice.kme)
+    elif peer_link == "mtls":
+        pair.alice.kme.peer = MtlsPeerLink(pair.bob_url, BOB_KME_ID, entities[0])
+        pair.bob.kme.peer = MtlsPeerLink(pair.alice_url, ALICE_KME_ID, entities[1])
+    else:
+        raise ValueError(f"peer_link must be 'mtls' or 'local', got {peer_link!r}")
     for server in servers:
         server.start_in_thread()
     return pair

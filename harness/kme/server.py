@@ -209,12 +209,16 @@ def _strings(value: Any) -> list[str]:
 
 
 class KmeServer(MtlsHttpServer):
-    """An mTLS HTTP server bound to one :class:`KeyManager`."""
+    """An mTLS HTTP server bound to one :class:`KeyManager`.
+
+    It sends no TLS session tickets: an SAE authenticates each connection by its certificate, no
+    qiot SAE resumes sessions, and each ticket would cost every full handshake an encryption.
+    """
 
     def __init__(self, address: tuple[str, int], kme: KeyManager, identity: pki.Entity, **kwargs: Any):
         self.kme = kme
-        super().__init__(address, KmeHandler, server_context(identity.cert, identity.key, identity.ca),
-                         **kwargs)
+        super().__init__(address, KmeHandler,
+                         server_context(identity.cert, identity.key, identity.ca, session_tickets=0), **kwargs)
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:

@@ -71,7 +71,7 @@ class ClavisSupplier(KeySupplier):
         self._count = count  # the Clavis protocol has no count; an in-process buffer can give one
 
     def stored_key_count(self) -> int | None:
-        return self._count() if self._count else None
+        return self._count() if self._count else None  # the count may itself be None (unknown)
 
     def _call(self, method: str, *args):
         with self._lock:
