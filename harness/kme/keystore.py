@@ -49,6 +49,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._reservations: dict[str, Reservation] = {}
         self._pool: dict[int, bytes] = {}
+        self.pool_puts = 0  # changes each time keys enter the pool (lets a reader detect a race)
         self._db: sqlite3.Connection | None = None
         self.path: Path | None = None
         if directory is not None:
@@ -128,6 +129,7 @@ class KeyStore:
         with self._lock:
             self._write([("INSERT OR REPLACE INTO pool VALUES (?, ?)", keys)])
             self._pool.update(keys)
+            self.pool_puts += 1
 
     def pool_take(self, number: int) -> list[tuple[int, bytes]]:
         """Remove and return up to ``number`` pooled keys, oldest (lowest id) first."""

@@ -157,16 +157,23 @@ class KeyManager:
         """Keys available for enc_keys: the source's fresh count (if it reports one) plus the pool.
 
         The source's count is read first, then the pool is pruned: a pooled key still at the QKD
-        end then was there at the earlier reading too, so the sum never exceeds the buffer size.
+        end then was there at the earlier reading too (and already handed out, so not counted
+        twice), so the sum never exceeds the buffer size. Keys put into the pool meanwhile (a
+        request failing between the two readings) could be counted twice: then it reads again.
         """
         if not self.supplier.issues_keys and self.peer is not None:
             try:
                 return self.peer.stored_key_count()
             except etsi.EtsiError:
                 return 0
-        count = self.supplier.stored_key_count()
-        self._prune_pool()
-        return self.store.pool_count + (count or 0)
+        for _ in range(10):
+            puts = self.store.pool_puts
+            count = self.supplier.stored_key_count()
+            self._prune_pool()
+            pooled = self.store.pool_count
+            if self.store.pool_puts == puts:
+                break
+        return pooled + (count or 0)
 
     def enc_keys(self, master: str, slave: str, request: etsi.KeyRequest) -> dict[str, Any]:
         """Get key (spec section 5.2): deliver new keys to ``master`` for use with ``slave``."""
