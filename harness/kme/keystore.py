@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -36,10 +36,7 @@ class Reservation:
     master: str
     slave: str
     size: int
-    key: bytes
-
-    def __repr__(self) -> str:  # key bytes stay out of reprs, hence out of logs and tracebacks
-        return f"Reservation({self.master!r} -> {self.slave!r}, {self.size} bit)"
+    key: bytes = field(repr=False)  # key bytes stay out of reprs, hence out of logs and tracebacks
 
 
 class KeyStore:
@@ -99,7 +96,7 @@ class KeyStore:
     def take_reservations(self, key_ids: list[str], expected: list[Reservation]) -> bool:
         """Remove the reservations of ``key_ids`` if each is still ``expected``; all or nothing."""
         with self._lock:
-            if any(self._reservations.get(kid) is not res for kid, res in zip(key_ids, expected)):
+            if any(res is None or self._reservations.get(kid) is not res for kid, res in zip(key_ids, expected)):
                 return False
             self._write([("DELETE FROM reservation WHERE key_ID = ?", [(kid,) for kid in key_ids])])
             for kid in key_ids:

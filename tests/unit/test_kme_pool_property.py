@@ -175,3 +175,28 @@ class KeyPathToTheEnd(KeyPath):
 TestKeyPath = KeyPathToTheEnd.TestCase
 TestKeyPath.settings = settings(max_examples=40, stateful_step_count=25, deadline=None,
                                 suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_peer_waits_for_a_key_it_is_still_distilling():
+    """Bob's end finished a block, Alice's is a few milliseconds behind: the reservation waits."""
+    import threading
+    import time
+
+    from harness.kme import keyids
+
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=8, seed=None, prefill_keys=4).start()
+    try:
+        alice_supplier, _ = link.suppliers(issuing="bob")
+        alice = KeyManager("kme-alice", "kme-bob", alice_supplier, settle_s=2.0)
+        bits = np.random.default_rng(1).integers(0, 2, 256, dtype=np.uint8)
+        link.bob_buffer.add_bits(bits)  # key 5 exists at Bob's end only
+        threading.Timer(0.1, link.alice_buffer.add_bits, args=(bits,)).start()
+        assert alice.peer_reserve("platform", "gateway", 256, [keyids.uuid_for(5)]) == []
+        # An evicted id below a readable one is reported at once, without waiting.
+        link.add_keys(8)
+        t0 = time.monotonic()
+        assert alice.peer_reserve("platform", "gateway", 256, [keyids.uuid_for(1), keyids.uuid_for(12)]) == \
+            [keyids.uuid_for(1)]
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        link.stop()
