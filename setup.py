@@ -21,6 +21,7 @@ setup(
         "matplotlib>=3.7",
         "scipy>=1.10",
     ],
-    extras_require={"test": ["pytest>=7", "pyyaml>=6"]},
+    extras_require={"test": ["pytest>=7", "pyyaml>=6", "hypothesis>=6.100", "schemathesis>=4.0",
+                             "openapi-spec-validator>=0.7", "requests>=2.31"]},
     entry_points={"console_scripts": ["qiot=harness.cli:main"]},
 )

@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
 
-schemathesis = pytest.importorskip("schemathesis")
-requests = pytest.importorskip("requests")
-from hypothesis import HealthCheck, settings  # noqa: E402
-
-from harness.kme import etsi, pki  # noqa: E402
-from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair  # noqa: E402
-from tests.support.clavislink import ClavisLinkPair  # noqa: E402
+from harness.kme import etsi, pki
+from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
+from tests.support.clavislink import ClavisLinkPair
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kme-openapi.yaml"
 EXAMPLES_PER_OPERATION = 60

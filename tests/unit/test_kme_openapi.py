@@ -3,12 +3,14 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
 
 from harness.kme import etsi, pki, server
 from harness.kme.kme import KeyManager
 from tests.support.clavislink import ClavisLinkPair
 
-yaml = pytest.importorskip("yaml")
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kme-openapi.yaml"
 
 
@@ -18,9 +20,6 @@ def doc():
 
 
 def test_document_is_valid_openapi_3_1(doc):
-    from openapi_spec_validator import validate
-    from openapi_spec_validator.validation.exceptions import OpenAPIValidationError
-
     assert doc["openapi"] == "3.1.0"  # the mutualTLS security scheme exists only from 3.1
     validate(doc)
     broken = {**doc, "components": {**doc["components"],
