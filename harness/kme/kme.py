@@ -196,6 +196,9 @@ class KeyManager:
         _check_key_ids(key_ids)
         if len(set(key_ids)) != len(key_ids):
             raise etsi.bad_request("key_ID given more than once")
+        if len(key_ids) > self.limits.max_key_per_request:
+            raise etsi.bad_request("number of key_IDs exceeds max_key_per_request",
+                                   max_key_per_request=self.limits.max_key_per_request)
         found = self.store.reservations(key_ids)
         missing = [kid for kid, res in zip(key_ids, found) if res is None]
         if missing:
@@ -288,7 +291,7 @@ class KeyManager:
         not be read: those are not reserved, and the issuing KME does not deliver them.
         """
         _check_key_ids(key_ids)
-        etsi.check_request(etsi.KeyRequest(number=max(1, len(key_ids)), size=size), self.limits)
+        etsi.check_request(etsi.KeyRequest(number=1, size=size), self.limits)  # checks the size
         found, lacking = self._read_confirmed(key_ids)
         self.store.reserve([(kid, Reservation(master, slave, size, found[kid])) for kid in key_ids
                             if kid in found])

@@ -228,6 +228,8 @@ def test_empty_post_body_means_defaults_and_self_as_slave_refused(env):
     ("POST", "", {"key_IDs": []}, "key_IDs shall be a non-empty array"),
     ("POST", "", {"key_IDs": ["91071d00-0000-8000-8000-00000000ffff"]},
      "each key_IDs entry shall be an object with a key_ID string"),
+    ("POST", "", {"key_IDs": [{"key_ID": f"91071d00-0000-8000-8000-{i:012x}"} for i in range(1, 52)]},
+     "number of key_IDs exceeds max_key_per_request"),
 ])
 def test_dec_keys_400(env, method, query, body, message):
     pair, _ = env
