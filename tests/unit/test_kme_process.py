@@ -171,10 +171,11 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
         link.stop()
 
 
-def test_qiot_kme_command(tmp_path):
+@pytest.mark.parametrize("peer_link", ["local", "mtls"])
+def test_qiot_kme_command(tmp_path, peer_link):
     pki_dir = tmp_path / "pki"
     proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
-                         "--warmup-s", "60", "--devices", "2"])
+                         "--warmup-s", "60", "--devices", "2", "--peer-link", peer_link])
     try:
         urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
         for path in ("ca.crt", "sae/gateway.crt", "sae/platform.key", "sae/d2.crt", "psk/d1.psk",
