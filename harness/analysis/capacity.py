@@ -122,8 +122,10 @@ MAX_LOSS_VALUES = 10_000
 
 def max_loss_db() -> float:
     """The highest fibre loss a scenario may set (``[fibre] loss_db``; the one definition is there)."""
-    from harness.scenario import SCHEMA
-    return float(SCHEMA["fibre"]["loss_db"].maximum)
+    import dataclasses
+
+    from harness.links import FibreSettings
+    return float(next(f for f in dataclasses.fields(FibreSettings) if f.name == "loss_db").metadata["maximum"])
 
 
 def parse_loss_values(values: Iterable[str]) -> list[float]:

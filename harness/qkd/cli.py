@@ -7,16 +7,22 @@ over a loopback TCP socket, free-running unless ``--time-scale`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from harness.clock import EmulatedClock
+from harness.links import FibreSettings
 from harness.qkd.config import Calibration, QkdConfigError, QkdLinkConfig
 from harness.qkd.link import run_link
 from harness.qkd.rate import (detection_rate, fit_physical, fit_two_constant, model_qber,
                               secret_key_rate)
-from harness.scenario import SCHEMA
+
+
+def _fibre_loss_max() -> float:
+    """The scenarios' bound on ``[fibre] loss_db`` (defined once, in :class:`FibreSettings`)."""
+    return next(f for f in dataclasses.fields(FibreSettings) if f.name == "loss_db").metadata["maximum"]
 
 
 def _config(scenario: str | None, loss_db: float | None, protocol: str | None, eve: float | None,
@@ -63,7 +69,7 @@ def _writable_out(out: Path | None) -> None:
 
 
 @click.group(invoke_without_command=True)
-@click.option("--loss-db", type=click.FloatRange(0, SCHEMA["fibre"]["loss_db"].maximum),
+@click.option("--loss-db", type=click.FloatRange(0, _fibre_loss_max()),
               help="quantum-channel loss (default: scenario, else 4 dB)")
 @click.option("--seconds", type=click.FloatRange(min=1), default=600.0, show_default=True,
               help="emulated seconds to run")

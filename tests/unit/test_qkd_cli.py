@@ -45,8 +45,8 @@ def one_line_error(result, *needles):
 
 def test_zero_calibration_is_a_one_line_error(tmp_path):
     path = zero_calibration_scenario(tmp_path)
-    one_line_error(CliRunner().invoke(qkd, ["--scenario", str(path), "--seconds", "10"]), "a_s = 0", "b_s = 0")
-    one_line_error(CliRunner().invoke(qkd, ["calibrate", "--scenario", str(path), "--emulate", "0"]), "a_s = 0")
+    one_line_error(CliRunner().invoke(qkd, ["--scenario", str(path), "--seconds", "10"]), "a_s")
+    one_line_error(CliRunner().invoke(qkd, ["calibrate", "--scenario", str(path), "--emulate", "0"]), "a_s")
 
 
 def test_unwritable_out_and_bad_losses_are_one_line_errors():
