@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import etsi, pki
+from .config import KME_ALICE_ID, KME_BOB_ID
 from .keystore import KeyStore
 from .kme import KeyManager, LocalPeerLink
 from .server import KmeServer, MtlsPeerLink
 from .suppliers import KeySupplier
 
-ALICE_KME_ID = "kme-alice"  # the gateway side (paper Fig. 1: Alice resides in the IoT network)
-BOB_KME_ID = "kme-bob"      # the data-centre side (Bob is connected to the DC server)
+# The KMEs' ids are defined once, with the key path's other identities (paper Fig. 1: Alice resides
+# in the IoT network, on the gateway side; Bob is connected to the data-centre server).
+ALICE_KME_ID, BOB_KME_ID = KME_ALICE_ID, KME_BOB_ID
 
 
 @dataclass
