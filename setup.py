@@ -22,6 +22,7 @@ setup(
         "scipy>=1.10",
         "jinja2>=3.1",
     ],
-    extras_require={"test": ["pytest>=7", "pyyaml>=6"]},
+    extras_require={"test": ["pytest>=7", "pyyaml>=6", "hypothesis>=6.100", "schemathesis>=4.0",
+                             "openapi-spec-validator>=0.7", "requests>=2.31"]},
     entry_points={"console_scripts": ["qiot=harness.cli:main"]},
 )

@@ -115,8 +115,26 @@ def render_capacity(table: pd.DataFrame, points: pd.DataFrame, scenario_name: st
     return "\n".join(lines)
 
 
+#: Most loss values one request may ask for (a grid of 0:60:0.01 has 6,001): a guard against a
+#: typo such as ``0:1e9:0.001`` filling memory, not a figure of the model.
+MAX_LOSS_VALUES = 10_000
+
+
+def max_loss_db() -> float:
+    """The highest fibre loss a scenario may set (``[fibre] loss_db``; the one definition is there)."""
+    import dataclasses
+
+    from harness.links import FibreSettings
+    return float(next(f for f in dataclasses.fields(FibreSettings) if f.name == "loss_db").metadata["maximum"])
+
+
 def parse_loss_values(values: Iterable[str]) -> list[float]:
-    """``["4", "7", "0:15:0.5"]`` -> losses in dB; ``start:stop:step`` includes ``stop``."""
+    """``["4", "7", "0:15:0.5"]`` -> losses in dB; ``start:stop:step`` includes ``stop``.
+
+    Each value must be a finite number of dB within the scenarios' range (0 to :func:`max_loss_db`),
+    at least one value must be given, and at most :data:`MAX_LOSS_VALUES`; else ValueError.
+    """
+    top = max_loss_db()
     losses: list[float] = []
     for text in values:
         for part in str(text).split(","):
@@ -124,15 +142,24 @@ def parse_loss_values(values: Iterable[str]) -> list[float]:
             if not part:
                 continue
             try:
-                if ":" in part:
-                    start, stop, step = (float(x) for x in part.split(":"))
-                    if step <= 0 or stop < start:
-                        raise ValueError
-                    losses += [float(x) for x in np.arange(start, stop + step / 2, step)]
-                else:
-                    losses.append(float(part))
+                numbers = [float(x) for x in part.split(":")]
             except ValueError:
                 raise ValueError(f"loss value {part!r}: give a number or start:stop:step (step > 0)") from None
-    if any(x < 0 for x in losses):
-        raise ValueError("loss values must be >= 0 dB")
+            if len(numbers) not in (1, 3) or not all(math.isfinite(x) for x in numbers):
+                raise ValueError(f"loss value {part!r}: give a finite number or start:stop:step (step > 0)")
+            if len(numbers) == 3:
+                start, stop, step = numbers
+                if step <= 0 or stop < start:
+                    raise ValueError(f"loss value {part!r}: give start:stop:step with step > 0 and stop >= start")
+                if (stop - start) / step + 1 > MAX_LOSS_VALUES - len(losses):
+                    raise ValueError(f"loss grid {part!r} has more than {MAX_LOSS_VALUES:,} values")
+                losses += [float(x) for x in np.arange(start, stop + step / 2, step)]
+            else:
+                losses.append(numbers[0])
+            if len(losses) > MAX_LOSS_VALUES:
+                raise ValueError(f"more than {MAX_LOSS_VALUES:,} loss values")
+    if not losses:
+        raise ValueError("no loss value given (e.g. --loss-db 4,7 or --loss-db 0:15:0.5)")
+    if any(not 0 <= x <= top for x in losses):
+        raise ValueError(f"loss values must lie within 0..{top:g} dB (the scenarios' range)")
     return losses

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from . import etsi, pki
-from .pair import ALICE_KME_ID, BOB_KME_ID, start_pair
+from .pair import ALICE_KME_ID, BOB_KME_ID, ListenError, start_pair
 from .suppliers import ClavisSupplier
 
 HELP = f"""Run a pair of ETSI GS QKD 014 KMEs on loopback, fed by an emulated QKD link.
@@ -17,7 +17,9 @@ HELP = f"""Run a pair of ETSI GS QKD 014 KMEs on loopback, fed by an emulated QK
 Alice's KME ({ALICE_KME_ID}, the gateway side) and Bob's KME ({BOB_KME_ID}, the data-centre side)
 take keys over the Clavis2 UDP interface from qiot's emulated QKD link (the same Alice and Bob
 as in `qiot run`: detection events, sifting, Cascade, privacy amplification) distilling keys at the
-scenario's calibrated rate for its fibre loss. Both serve ETSI 014 over mutual TLS (TLS 1.2+, client certificate required).
+scenario's calibrated rate for its fibre loss; the link runs in a child process of its own. Both
+KMEs serve ETSI 014 over mutual TLS (TLS 1.2+, client certificate required). A key is delivered
+only once both KMEs hold it; with --key-store they keep issued keys across a restart.
 
 \b
 Files written to PKI (kept and reused if present):
@@ -41,15 +43,18 @@ Example (master SAE "gateway" at Alice's KME, slave SAE "platform" at Bob's):
 def _link_config(scenario: str | None, loss_db: float | None):
     """The QKD link configuration of a scenario, with an optional loss override."""
     from harness import scenario as scen
-    from harness.qkd.config import QkdLinkConfig
+    from harness.qkd.config import QkdConfigError, QkdLinkConfig
+    from harness.qkd.rate import secret_key_rate
 
     try:
         sc = scen.load(scenario or "hpn")
         if loss_db is not None:
             sc = sc.with_overrides({"fibre.loss_db": loss_db})
-    except scen.ScenarioError as exc:
+        config = QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
+        secret_key_rate(config.loss_db, config.calibration, config)  # a calibration that gives no rate fails here
+    except (scen.ScenarioError, QkdConfigError) as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario/--loss-db") from None
-    return QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
+    return config
 
 
 @click.command("kme", help=HELP)
@@ -63,14 +68,21 @@ def _link_config(scenario: str | None, loss_db: float | None):
 @click.option("--devices", default=0, show_default=True, type=click.IntRange(0, 5000),
               help="also make SAE certificates and PSKs for devices d1..dN")
 @click.option("--scenario", default="hpn", show_default=True, help="scenario for loss, calibration, buffer")
-@click.option("--loss-db", type=float, default=None, help="override the scenario's quantum-channel loss")
+@click.option("--loss-db", type=float, default=None,
+              help="override the scenario's quantum-channel loss (dB, within the scenarios' range)")
 @click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
               help="emulated seconds of key production per wall second")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="emulated seconds of key distilled before the KMEs start serving")
 @click.option("--seed", type=int, default=1, show_default=True, help="seed of the emulated QKD link")
+@click.option("--key-store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="keep each KME's reservations and pooled keys under this folder (survive a restart)")
+@click.option("--peer-link", type=click.Choice(["local", "mtls"]), default="local", show_default=True,
+              help="how the two KMEs coordinate: direct calls within this process, or their "
+                   "KME-to-KME mTLS channel (as the separate KME processes of `qiot run` do)")
 def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[str, ...], devices: int,
-        scenario: str, loss_db: float | None, time_scale: float, warmup_s: float, seed: int) -> None:
+        scenario: str, loss_db: float | None, time_scale: float, warmup_s: float, seed: int,
+        key_store: Path | None, peer_link: str) -> None:
     """Serve the KME pair until Ctrl-C / SIGTERM."""
     if not host.startswith("127."):
         raise click.BadParameter("qiot kme serves loopback only (127.0.0.0/8)", param_hint="--host")
@@ -82,29 +94,29 @@ def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[st
             pki.provision_device(pki_dir, f"d{i}")
     except (pki.PkiError, OSError) as exc:
         raise click.ClickException(f"PKI folder {pki_dir}: {exc}") from None
-    from harness.qkd.link import BackgroundLink
     from harness.qkd.rate import secret_key_rate
+
+    from .linkprocess import LinkProcess
 
     config = _link_config(scenario, loss_db)
     rate = secret_key_rate(config.loss_db, config.calibration, config)
     buffer_keys, key_bits = config.buffer_keys, config.key_bits
-    link = BackgroundLink(config, seed, time_scale, warmup_s, host)
-    link.start()
+    link = LinkProcess(config, seed, time_scale, warmup_s, host)
     # Serve once the warm-up blocks are distilled (they run as fast as post-processing allows).
-    while link.alice.buffer.produced < int(warmup_s * rate / key_bits * 0.9) and link.clock.now() < warmup_s * 2:
+    while (link.produced() or 0) < int(warmup_s * rate / key_bits * 0.9) and (link.now() or 0) < warmup_s * 2:
         threading.Event().wait(0.05)
     limits = etsi.KmeLimits(key_size=key_bits, max_key_size=key_bits, max_key_count=buffer_keys)
     try:
         pair = start_pair(pki_dir, ClavisSupplier(link.alice_address, issuing=False),
-                          ClavisSupplier(link.bob_address, issuing=True, count=lambda: link.bob.buffer.available),
-                          host, alice_port, bob_port, limits)
-    except OSError as exc:
+                          ClavisSupplier(link.bob_address, issuing=True, count=link.available),
+                          host, alice_port, bob_port, limits, key_store=key_store, peer_link=peer_link)
+    except ListenError as exc:
         link.stop()
-        raise click.ClickException(f"cannot listen on {host}: {exc.strerror}") from None
+        raise click.ClickException(str(exc)) from None
     click.echo(f"{ALICE_KME_ID} (Alice, gateway side): {pair.alice_url}")
     click.echo(f"{BOB_KME_ID} (Bob, data-centre side): {pair.bob_url}")
     click.echo(f"QKD link: {config.loss_db:g} dB, calibrated secret-key rate {rate:.0f} bit/s (emulated), "
-               f"time scale {time_scale:g}, {link.bob.buffer.available} keys distilled so far, "
+               f"time scale {time_scale:g}, {link.available()} keys distilled so far, "
                f"buffer {buffer_keys} keys of {key_bits} bit")
     click.echo(f"CA: {ca.cert_path}; SAE certificates: {Path(pki_dir) / 'sae'}/<SAE_ID>.crt/.key")
     click.echo("READY")

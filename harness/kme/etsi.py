@@ -2,14 +2,17 @@
 
 Parses key requests (POST JSON body, or GET query ``?number=&size=``) and key-ID lists (POST
 JSON body, or GET ``?key_ID=``), checks number and size against the KME's limits, and builds key
-containers. Errors are :class:`EtsiError` with the status the spec prescribes: 400 with
-``{"message", "details"}``, 401 with no body, 503 with a body.
+containers. Errors are :class:`EtsiError` with the status the spec prescribes, each with the
+Error data format ``{"message", "details"}`` as body (ETSI GS QKD 014 V1.1.1 sections 5.1-5.3 give
+400, 401 and 503 the Error data model; 6.4 defines it: ``message`` mandatory, ``details`` optional).
+JSON values must have the type the spec gives them: ``"size": null`` or ``"number": "2"`` is a 400.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -25,10 +28,8 @@ class EtsiError(Exception):
         self.message = message
         self.details = details or []
 
-    def body(self) -> dict[str, Any] | None:
-        """The JSON body to send: None for 401 (the spec's 401 has no body)."""
-        if self.status == 401:
-            return None
+    def body(self) -> dict[str, Any]:
+        """The JSON body to send (the Error data format, for every status)."""
         body: dict[str, Any] = {"message": self.message}
         if self.details:
             body["details"] = self.details
@@ -40,9 +41,9 @@ def bad_request(message: str, **details: Any) -> EtsiError:
     return EtsiError(400, message, [details] if details else None)
 
 
-def unauthorized() -> EtsiError:
-    """A 401 answer (no body)."""
-    return EtsiError(401)
+def unauthorized(message: str = "unauthorized") -> EtsiError:
+    """A 401 answer (caller not allowed); the reason stays generic so nothing leaks to a prober."""
+    return EtsiError(401, message)
 
 
 def unavailable(message: str) -> EtsiError:
@@ -88,22 +89,29 @@ class KeyRequest:
     extension_optional: tuple[Any, ...] = field(default=())
 
 
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise bad_request(f"{name} shall be an integer", parameter=name)
-    if isinstance(value, int):
+_QUERY_INT = re.compile(r"^[+-]?[0-9]{1,18}$")  # ASCII digits only; bounded so int() stays cheap
+
+
+def as_int(value: Any, name: str) -> int:
+    """A JSON integer (not a boolean, float, string or null); else a 400 naming ``name``."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)
     raise bad_request(f"{name} shall be an integer", parameter=name)
 
 
+def _query_int(text: str, name: str) -> int:
+    if not _QUERY_INT.match(text.strip()):
+        raise bad_request(f"{name} shall be an integer", parameter=name)
+    return int(text)
+
+
 def json_object(body: bytes) -> Mapping[str, Any]:
+    """Parse a request body as a JSON object (an empty body is ``{}``); else a 400."""
     if not body.strip():
         return {}
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: bad JSON or a huge integer
         raise bad_request("request body is not valid UTF-8 JSON") from None
     if not isinstance(data, dict):
         raise bad_request("request body shall be a JSON object")
@@ -118,13 +126,19 @@ def key_request_from_json(body: bytes) -> KeyRequest:
     if unknown:
         raise bad_request("unknown request parameter", parameter=unknown[0])
     lists = {}
-    for name in ("additional_slave_SAE_IDs", "extension_mandatory", "extension_optional"):
+    for name, item_type, what in (("additional_slave_SAE_IDs", str, "strings"),
+                                  ("extension_mandatory", dict, "objects"),
+                                  ("extension_optional", dict, "objects")):
         value = data.get(name, [])
-        if not isinstance(value, list):
-            raise bad_request(f"{name} shall be an array", parameter=name)
+        if not isinstance(value, list) or not all(isinstance(v, item_type) for v in value):
+            raise bad_request(f"{name} shall be an array of {what}", parameter=name)
         lists[name] = tuple(value)
-    return KeyRequest(number=_as_int(data.get("number", 1), "number"),
-                      size=None if data.get("size") is None else _as_int(data["size"], "size"), **lists)
+    size = data.get("size", _ABSENT)
+    return KeyRequest(number=as_int(data.get("number", 1), "number"),
+                      size=None if size is _ABSENT else as_int(size, "size"), **lists)
+
+
+_ABSENT = object()
 
 
 def key_request_from_query(query: Mapping[str, list[str]]) -> KeyRequest:
@@ -136,8 +150,8 @@ def key_request_from_query(query: Mapping[str, list[str]]) -> KeyRequest:
         if len(values) != 1:
             raise bad_request(f"{name} given more than once", parameter=name)
     size = query.get("size")
-    return KeyRequest(number=_as_int(query.get("number", ["1"])[0], "number"),
-                      size=None if size is None else _as_int(size[0], "size"))
+    return KeyRequest(number=_query_int(query.get("number", ["1"])[0], "number"),
+                      size=None if size is None else _query_int(size[0], "size"))
 
 
 def check_request(request: KeyRequest, limits: KmeLimits) -> tuple[int, int]:

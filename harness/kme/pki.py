@@ -236,3 +236,38 @@ def entity_paths(pki_dir: str | os.PathLike[str], entity_id: str, role: str) -> 
         if not path.exists():
             raise PkiError(f"{path}: missing (create it with harness.kme.pki or `qiot kme`)")
     return entity
+
+
+class KnownSaes:
+    """Which SAE ids exist for a KME: those the PKI's CA has issued an SAE certificate for.
+
+    ``known(sae_id)`` is True if ``sae/<sae_id>.crt`` in ``pki_dir`` is signed by the folder's CA
+    and names that id with role SAE. Positive answers are cached (certificates are not revoked in
+    this testbed PKI); a negative one is looked up again next time, so SAEs added later are found.
+    """
+
+    def __init__(self, pki_dir: str | os.PathLike[str]):
+        self.dir = Path(pki_dir)
+        self._ca: x509.Certificate | None = None
+        self._known: set[str] = set()
+
+    def __call__(self, sae_id: str) -> bool:
+        return self.known(sae_id)
+
+    def known(self, sae_id: str) -> bool:
+        """True if the CA has issued an SAE certificate for ``sae_id``."""
+        if sae_id in self._known:
+            return True
+        if not isinstance(sae_id, str) or not ID_PATTERN.match(sae_id):
+            return False
+        try:
+            if self._ca is None:
+                self._ca = x509.load_pem_x509_certificate((self.dir / "ca.crt").read_bytes())
+            cert = x509.load_pem_x509_certificate((self.dir / _FOLDER["SAE"] / f"{sae_id}.crt").read_bytes())
+            cert.verify_directly_issued_by(self._ca)
+        except (OSError, ValueError, TypeError, InvalidSignature):
+            return False
+        if identity_of(cert) != (sae_id, "SAE"):
+            return False
+        self._known.add(sae_id)
+        return True

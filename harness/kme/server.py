@@ -8,13 +8,21 @@ Routes (SAE callers: client certificate OU=SAE, SAE ID = CN)::
 
 KME-to-KME (caller certificate OU=KME, CN = the configured peer KME id; anyone else 401)::
 
-    POST /kme/v1/issue    {"master_SAE_ID", "slave_SAE_ID", "number", "size"} -> {"key_IDs": [...]}
-    POST /kme/v1/reserve  {"master_SAE_ID", "slave_SAE_ID", "size", "key_IDs": [...]} -> {}
+    POST /kme/v1/issue    {"master_SAE_ID", "slave_SAE_ID", "number", "size", "lost": [...]}
+                          -> {"key_IDs": [...]}
+    POST /kme/v1/reserve  {"master_SAE_ID", "slave_SAE_ID", "size", "key_IDs": [...]} -> {"missing": [...]}
+    POST /kme/v1/release  {"key_IDs": [...], "lost": [...]} -> {}
     GET  /kme/v1/stored   -> {"stored_key_count": n}
 
+Any other method on these paths: 405 with a JSON body and an ``Allow`` header; unknown paths 404.
+Errors carry a JSON body ``{"message", "details"}`` (ETSI GS QKD 014 V1.1.1 gives 400, 401 and 503
+the Error data format). A slave SAE "exists" when the PKI's CA has issued an SAE certificate for
+it (:class:`harness.kme.pki.KnownSaes`): status and enc_keys naming another id get 400, and no key
+is used up.
+
 Run: ``python -m harness.kme.server --listen 127.0.0.1:8443 --kme-id kme-bob --peer-kme-id kme-alice
---peer-kme https://127.0.0.1:8444 --pki DIR --clavis 127.0.0.1:5323 --issuing``; prints ``READY``
-once listening and exits cleanly on SIGTERM.
+--peer-kme https://127.0.0.1:8444 --pki DIR --clavis 127.0.0.1:5323 --issuing [--key-store DIR]``;
+prints ``READY`` once listening and exits cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 import urllib.parse
@@ -30,6 +39,7 @@ from typing import Any
 
 from . import etsi, pki
 from .client import HttpClient
+from .keystore import KeyStore
 from .kme import KeyManager
 from .suppliers import ClavisSupplier, KeySupplier
 from .tlshttp import JsonHandler, MtlsHttpServer, client_context, server_context
@@ -69,17 +79,39 @@ class MtlsPeerLink:
                                  data.get("details"))
         return data
 
-    def issue(self, master: str, slave: str, number: int, size: int) -> list[str]:
+    def issue(self, master: str, slave: str, number: int, size: int, lost: list[str]) -> list[str]:
         data = self._call("POST", "/kme/v1/issue", {"master_SAE_ID": master, "slave_SAE_ID": slave,
-                                                    "number": number, "size": size})
+                                                    "number": number, "size": size, "lost": lost})
         return list(data["key_IDs"])
 
-    def reserve(self, master: str, slave: str, size: int, key_ids: list[str]) -> None:
-        self._call("POST", "/kme/v1/reserve", {"master_SAE_ID": master, "slave_SAE_ID": slave,
-                                               "size": size, "key_IDs": key_ids})
+    def reserve(self, master: str, slave: str, size: int, key_ids: list[str]) -> list[str]:
+        data = self._call("POST", "/kme/v1/reserve", {"master_SAE_ID": master, "slave_SAE_ID": slave,
+                                                      "size": size, "key_IDs": key_ids})
+        return list(data["missing"])
+
+    def release(self, key_ids: list[str], lost: list[str]) -> None:
+        self._call("POST", "/kme/v1/release", {"key_IDs": key_ids, "lost": lost})
 
     def stored_key_count(self) -> int:
         return int(self._call("GET", "/kme/v1/stored")["stored_key_count"])
+
+
+#: Methods each route takes (the ETSI routes by their last path segment).
+ETSI_METHODS = {"status": ("GET",), "enc_keys": ("GET", "POST"), "dec_keys": ("GET", "POST")}
+PEER_METHODS = {"/kme/v1/issue": ("POST",), "/kme/v1/reserve": ("POST",), "/kme/v1/release": ("POST",),
+                "/kme/v1/stored": ("GET",)}
+
+
+def allowed_methods(path: str) -> tuple[str, ...] | None:
+    """The methods ``path`` takes, or None if there is no such resource."""
+    if path in PEER_METHODS:
+        return PEER_METHODS[path]
+    if not path.startswith(etsi.API_PREFIX):
+        return None
+    parts = path[len(etsi.API_PREFIX):].split("/")
+    if len(parts) != 2 or not parts[0]:
+        return None
+    return ETSI_METHODS.get(parts[1])
 
 
 class KmeHandler(JsonHandler):
@@ -93,6 +125,13 @@ class KmeHandler(JsonHandler):
     def do_POST(self) -> None:  # noqa: N802
         self._dispatch("POST")
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (PUT, DELETE, PATCH, OPTIONS, TRACE, HEAD, QUERY, ...): routed too, so it
+        # gets 405 with Allow rather than http.server's 501 HTML page.
+        if name.startswith("do_"):
+            return lambda: self._dispatch(self.command)
+        raise AttributeError(name)
+
     def _dispatch(self, method: str) -> None:
         try:
             body = self.read_body()
@@ -100,6 +139,14 @@ class KmeHandler(JsonHandler):
             self.send_json(400, {"message": str(exc)})
             return
         url = urllib.parse.urlsplit(self.path)
+        allowed = allowed_methods(url.path)
+        if allowed is None:
+            self.send_json(404, {"message": "no such resource"})
+            return
+        if method not in allowed:
+            self.send_json(405, {"message": f"{method} is not allowed here; use {' or '.join(allowed)}"},
+                           {"Allow": ", ".join(allowed)})
+            return
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         try:
             status, answer = 200, self._route(method, url.path, query, body)
@@ -116,16 +163,12 @@ class KmeHandler(JsonHandler):
         if path.startswith("/kme/v1/"):
             if ou != "KME" or cn != kme.peer_kme_id:
                 raise etsi.unauthorized()
-            return self._route_peer(method, path, body)
-        parts = path[len(etsi.API_PREFIX):].split("/") if path.startswith(etsi.API_PREFIX) else []
-        if len(parts) != 2 or not parts[0] or parts[1] not in ("status", "enc_keys", "dec_keys"):
-            raise etsi.EtsiError(404, "no such resource")
-        sae_in_path, action = urllib.parse.unquote(parts[0]), parts[1]
+            return self._route_peer(path, body)
+        sae_in_path, action = path[len(etsi.API_PREFIX):].split("/")
+        sae_in_path = urllib.parse.unquote(sae_in_path)
         if ou != "SAE" or not cn:
             raise etsi.unauthorized()
         if action == "status":
-            if method != "GET":
-                raise etsi.EtsiError(405, "status takes GET")
             return kme.status(cn, sae_in_path)
         if action == "enc_keys":
             request = (etsi.key_request_from_query(query) if method == "GET"
@@ -134,31 +177,48 @@ class KmeHandler(JsonHandler):
         key_ids = etsi.key_ids_from_query(query) if method == "GET" else etsi.key_ids_from_json(body)
         return kme.dec_keys(cn, sae_in_path, key_ids)
 
-    def _route_peer(self, method: str, path: str, body: bytes) -> Any:
+    def _route_peer(self, path: str, body: bytes) -> Any:
         kme = self.server.kme
-        if path == "/kme/v1/stored" and method == "GET":
+        if path == "/kme/v1/stored":
             return {"stored_key_count": kme.stored_key_count()}
-        if method != "POST" or path not in ("/kme/v1/issue", "/kme/v1/reserve"):
-            raise etsi.EtsiError(404, "no such resource")
         data = etsi.json_object(body)
         try:
-            master, slave = str(data["master_SAE_ID"]), str(data["slave_SAE_ID"])
-            size = int(data["size"])
+            if path == "/kme/v1/release":
+                kme.peer_release(_strings(data["key_IDs"]), _strings(data.get("lost", [])))
+                return {}
+            master, slave = _string(data["master_SAE_ID"]), _string(data["slave_SAE_ID"])
+            size = etsi.as_int(data["size"], "size")
             if path == "/kme/v1/issue":
-                return {"key_IDs": kme.peer_issue(master, slave, int(data["number"]), size)}
-            kme.peer_reserve(master, slave, size, [str(k) for k in data["key_IDs"]])
-            return {}
+                return {"key_IDs": kme.peer_issue(master, slave, etsi.as_int(data["number"], "number"), size,
+                                                  _strings(data.get("lost", [])))}
+            return {"missing": kme.peer_reserve(master, slave, size, _strings(data["key_IDs"]))}
         except (KeyError, TypeError, ValueError):
             raise etsi.bad_request("malformed KME-to-KME request") from None
 
 
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _strings(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        raise TypeError("expected a list of strings")
+    return [_string(v) for v in value]
+
+
 class KmeServer(MtlsHttpServer):
-    """An mTLS HTTP server bound to one :class:`KeyManager`."""
+    """An mTLS HTTP server bound to one :class:`KeyManager`.
+
+    It sends no TLS session tickets: an SAE authenticates each connection by its certificate, no
+    qiot SAE resumes sessions, and each ticket would cost every full handshake an encryption.
+    """
 
     def __init__(self, address: tuple[str, int], kme: KeyManager, identity: pki.Entity, **kwargs: Any):
         self.kme = kme
-        super().__init__(address, KmeHandler, server_context(identity.cert, identity.key, identity.ca),
-                         **kwargs)
+        super().__init__(address, KmeHandler,
+                         server_context(identity.cert, identity.key, identity.ca, session_tickets=0), **kwargs)
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -180,12 +240,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clavis", required=True, help="ADDR:PORT of this end's Clavis key-extraction service")
     ap.add_argument("--clavis-device-id", type=int, default=1, help="requestingDeviceID (1-12)")
     ap.add_argument("--issuing", action="store_true",
-                    help="this end issues new keys (Bob's, request_new_key); else fetch by id (Alice's)")
+                    help="this KME's QKD end issues new keys (request_new_key); else it reads keys by id")
     ap.add_argument("--max-key-count", type=int, default=3906, help="key buffer size in keys (paper: 1 Mbit / 256 bit)")
     ap.add_argument("--max-key-per-request", type=int, default=1000)
     ap.add_argument("--prefetch", type=int, default=0, help="keys to pull ahead from Clavis (issuing end)")
     ap.add_argument("--sae", action="append", default=None,
                     help="SAE id allowed to call this KME (repeatable); default: any SAE of the CA")
+    ap.add_argument("--key-store", type=Path, default=None,
+                    help="directory to keep reservations and pooled keys in, across restarts (default: memory)")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -198,10 +260,24 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        store = KeyStore(args.key_store)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: --key-store {args.key_store}: {exc}", file=sys.stderr)
+        return 2
     peer = MtlsPeerLink(args.peer_kme, args.peer_kme_id, own)
     kme = KeyManager(args.kme_id, args.peer_kme_id, supplier, peer, limits,
-                     frozenset(args.sae) if args.sae else None, prefetch=args.prefetch)
-    return serve_until_signal(KmeServer(listen, kme, own))
+                     frozenset(args.sae) if args.sae else None, prefetch=args.prefetch,
+                     known_saes=pki.KnownSaes(args.pki), store=store)
+    try:
+        server = KmeServer(listen, kme, own)
+    except OSError as exc:
+        print(f"error: --listen {listen[0]}:{listen[1]}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    try:
+        return serve_until_signal(server)
+    finally:
+        kme.close()
 
 
 def serve_until_signal(server: MtlsHttpServer) -> int:

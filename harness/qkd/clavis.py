@@ -16,14 +16,37 @@ Server behaviour on bad input: a datagram of the wrong size or with a bad CRC is
 counted (nothing in it can be trusted, not even the request id); a well-formed request with a
 wrong type, a device id outside 1-12 or non-zero reserved bytes gets status 4 (invalid
 request); key length 0 or above the key size gets status 3; unknown id status 2; no key status 1.
+
+Trust boundary (decided: **confine, do not authenticate**). The Clavis2 format has no
+authentication (the CRC is keyless) and its reserved bytes must stay zero to remain wire-compatible
+with the device interface qiot emulates; a vendor's key-extraction port sits on a link private to
+the KME host. qiot keeps that model: the service listens on a loopback address only
+(:class:`ClavisServer` refuses any other), so in ``qiot run`` each QKD end's service is reachable
+only from its own host's network namespace, i.e. by that host's KME; ``qiot kme`` is a
+single-machine tool whose trust boundary is the machine (its loopback is shared by the machine's
+users: run it on a machine you trust). The client side does not trust the loopback either:
+:class:`ClavisClient` uses a *connected* UDP socket (bound to the local address that reaches the
+service; the kernel delivers only datagrams from the service's exact address and port, which no
+other local socket can hold or, without raw sockets, forge), draws each request id from the OS's
+CSPRNG, and accepts a response only if it matches the request (request id, device id, key length,
+key id), within one overall deadline. Anything else is ignored and counted.
+
+Contract between the two ends (both can answer "new key" requests): **exactly one end of a link
+hands out new keys** (the end whose KME issues: ``--issuing``); the other answers by-id requests
+only. The ends learn of each other's hand-outs with the next block, so two ends both handing out
+new keys could give the same key to two consumers within one block; a service started with
+``new_keys=False`` refuses new-key requests (status 4) so a misconfigured consumer cannot open that
+window.
 """
 
 from __future__ import annotations
 
-import itertools
+import ipaddress
+import secrets
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -105,8 +128,11 @@ def decode_response(datagram: bytes) -> KeyResponse | None:
     return KeyResponse((hw << 32) | lw, length, request_id, status, key, device)
 
 
-def answer(request: KeyRequest, buffer: KeyBuffer) -> KeyResponse:
-    """The response a Clavis key service gives to a well-formed request."""
+def answer(request: KeyRequest, buffer: KeyBuffer, new_keys: bool = True) -> KeyResponse:
+    """The response a Clavis key service gives to a well-formed request.
+
+    ``new_keys=False``: this end only answers by-id requests (see the contract in the module docstring).
+    """
     def reply(status: int, key_id: int = request.key_id, key: bytes = b"") -> KeyResponse:
         return KeyResponse(key_id, request.key_length, request.request_id, status, key, request.device_id)
 
@@ -115,6 +141,8 @@ def answer(request: KeyRequest, buffer: KeyBuffer) -> KeyResponse:
     if not 1 <= request.key_length <= min(MAX_KEY_BYTES, buffer.key_bits // 8):
         return reply(WRONG_LENGTH)
     if request.key_id == 0:
+        if not new_keys:
+            return reply(INVALID_REQUEST)
         taken = buffer.take_new()
         if taken is None:
             return reply(NO_MORE_KEYS)
@@ -126,10 +154,23 @@ def answer(request: KeyRequest, buffer: KeyBuffer) -> KeyResponse:
 
 
 class ClavisServer:
-    """UDP key-extraction service over a :class:`KeyBuffer`, in a background thread."""
+    """UDP key-extraction service over a :class:`KeyBuffer`, in a background thread.
 
-    def __init__(self, buffer: KeyBuffer, address: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT)) -> None:
+    ``address`` must be a loopback address (the trust boundary in the module docstring);
+    ``new_keys=False`` makes this end answer by-id requests only.
+    """
+
+    def __init__(self, buffer: KeyBuffer, address: tuple[str, int] = ("127.0.0.1", DEFAULT_PORT),
+                 new_keys: bool = True) -> None:
+        try:
+            loopback = ipaddress.ip_address(address[0]).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ValueError(f"the Clavis key service listens on loopback only (confined to the KME's host), "
+                             f"got {address[0]!r}")
         self.buffer = buffer
+        self.new_keys = new_keys
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(address)
         self.sock.settimeout(0.2)
@@ -168,7 +209,7 @@ class ClavisServer:
         if request is None:
             self.counts["dropped_bad_crc"] += 1
             return
-        response = answer(request, self.buffer)
+        response = answer(request, self.buffer, self.new_keys)
         self.counts["status_" + STATUS_TEXT[response.status].replace(" ", "_")] += 1
         self.sock.sendto(response.encode(), peer)
 
@@ -193,17 +234,28 @@ class ClavisTimeout(ClavisError, TimeoutError):
 
 
 class ClavisClient:
-    """Key Extraction Application side: asks a Clavis service for keys over UDP."""
+    """Key Extraction Application side: asks a Clavis service for keys over UDP.
+
+    One request at a time per client (the caller pools clients for concurrency). ``ignored``
+    counts datagrams dropped because they were not the answer to the pending request.
+    """
 
     def __init__(self, address: tuple[str, int], device_id: int = 1, timeout_s: float = 5.0) -> None:
         if not 1 <= device_id <= MAX_DEVICE_ID:
             raise ValueError(f"device_id must be 1..{MAX_DEVICE_ID}, got {device_id}")
-        self.address = address
         self.device_id = device_id
         self.timeout_s = timeout_s
+        self.ignored = 0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.settimeout(timeout_s)
-        self._ids = itertools.count(1)
+        try:
+            # connect(): binds to the local address the route to the service uses and makes the
+            # kernel drop datagrams from any other address or port.
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
+        self.address = self.sock.getpeername()
+        self.local_address = self.sock.getsockname()
 
     def request_new_key(self, length: int = 32) -> tuple[int, bytes]:
         """A new key and its 64-bit id."""
@@ -214,21 +266,33 @@ class ClavisClient:
         """The key with this id (as the peer received it from a new-key request)."""
         if not 0 < key_id < 1 << 64:
             raise ValueError("key_id must be a positive 64-bit integer")
-        response = self._exchange(key_id, length)
-        if response.key_id != key_id:
-            raise ClavisError(None, f"response for key id {response.key_id}, asked {key_id}")
-        return response.key[:response.key_length]
+        return self._exchange(key_id, length).key[:length]
+
+    def _matches(self, response: KeyResponse, request: KeyRequest) -> bool:
+        if response.request_id != request.request_id or response.device_id != request.device_id:
+            return False
+        if response.key_length != request.key_length:
+            return False
+        if response.status != SUCCESS:  # an error answer repeats the id asked for
+            return response.key_id == request.key_id
+        return response.key_id == request.key_id if request.key_id else response.key_id != 0
 
     def _exchange(self, key_id: int, length: int) -> KeyResponse:
-        request_id = next(self._ids) & 0xFFFFFFFF
-        self.sock.sendto(KeyRequest(key_id, length, request_id, self.device_id).encode(), self.address)
-        while True:  # skip stale or corrupt datagrams until ours arrives or time runs out
+        request = KeyRequest(key_id, length, secrets.randbits(32), self.device_id)
+        self.sock.send(request.encode())
+        deadline = time.monotonic() + self.timeout_s
+        while True:  # skip stale, corrupt or foreign datagrams until ours arrives or time runs out
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClavisTimeout(None, f"no response from {self.address} within {self.timeout_s} s")
+            self.sock.settimeout(remaining)
             try:
-                datagram, _ = self.sock.recvfrom(2048)
+                datagram, sender = self.sock.recvfrom(2048)
             except socket.timeout:
-                raise ClavisTimeout(None, f"no response from {self.address} within {self.timeout_s} s") from None
+                continue
             response = decode_response(datagram)
-            if response is None or response.request_id != request_id:
+            if sender != self.address or response is None or not self._matches(response, request):
+                self.ignored += 1
                 continue
             if response.status != SUCCESS:
                 raise ClavisError(response.status, STATUS_TEXT.get(response.status, f"status {response.status}"))

@@ -7,15 +7,22 @@ over a loopback TCP socket, free-running unless ``--time-scale`` is given.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import click
 
 from harness.clock import EmulatedClock
+from harness.links import FibreSettings
 from harness.qkd.config import Calibration, QkdConfigError, QkdLinkConfig
 from harness.qkd.link import run_link
 from harness.qkd.rate import (detection_rate, fit_physical, fit_two_constant, model_qber,
                               secret_key_rate)
+
+
+def _fibre_loss_max() -> float:
+    """The scenarios' bound on ``[fibre] loss_db`` (defined once, in :class:`FibreSettings`)."""
+    return next(f for f in dataclasses.fields(FibreSettings) if f.name == "loss_db").metadata["maximum"]
 
 
 def _config(scenario: str | None, loss_db: float | None, protocol: str | None, eve: float | None,
@@ -40,13 +47,30 @@ def _config(scenario: str | None, loss_db: float | None, protocol: str | None, e
             changes["eve_intercept_fraction"] = eve
         if model is not None:
             changes["calibration"] = Calibration(**{**config.calibration.__dict__, "model": model})
-        return config.replace(**changes)
+        config = config.replace(**changes)
+        secret_key_rate(config.loss_db, config.calibration, config)  # a calibration that gives no rate fails here
+        return config
     except QkdConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
 
+def _writable_out(out: Path | None) -> None:
+    """Create ``--out`` (and the per-node folders) now, so a bad path is one error line, not a traceback."""
+    if out is None:
+        return
+    try:
+        for sub in ("alice", "bob"):
+            (out / sub).mkdir(parents=True, exist_ok=True)
+            probe = out / sub / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+    except OSError as exc:
+        raise click.ClickException(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+
+
 @click.group(invoke_without_command=True)
-@click.option("--loss-db", type=click.FloatRange(0, 60), help="quantum-channel loss (default: scenario, else 4 dB)")
+@click.option("--loss-db", type=click.FloatRange(0, _fibre_loss_max()),
+              help="quantum-channel loss (default: scenario, else 4 dB)")
 @click.option("--seconds", type=click.FloatRange(min=1), default=600.0, show_default=True,
               help="emulated seconds to run")
 @click.option("--scenario", help="scenario name or .toml path for the QKD settings")
@@ -63,6 +87,7 @@ def qkd(ctx: click.Context, loss_db, seconds, scenario, protocol, eve, model, se
     if ctx.invoked_subcommand is not None:
         return
     config = _config(scenario, loss_db, protocol, eve, model)
+    _writable_out(out)
     clock = EmulatedClock.starting_now(time_scale) if time_scale > 0 else None
     click.echo(f"QKD link: {config.protocol}, loss {config.loss_db:g} dB, calibration {config.calibration.model}, "
                f"Eve {config.eve_intercept_fraction:g}, {seconds:g} emulated s, seed {seed}")

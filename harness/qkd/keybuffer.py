@@ -7,9 +7,14 @@ without talking. Ids start at 1 (id 0 means "a new key" in the Clavis request).
 "New key" requests hand out the newest key not yet handed out: the peer's consumer then asks for
 it by id, and a full buffer evicts its oldest keys, so the newest key is the one that survives
 longest at the other end (handing out the oldest lost keys to eviction between the two requests).
-A key stays readable by id until it is evicted, and a key read by id is not handed out as new. Keys handed out at one end are reported to the other
-end with the next block (:meth:`take_handed_out` / :meth:`mark_handed_out`), so the two ends do
-not hand the same key to two consumers (the window is one block).
+A key stays readable by id until it is evicted, and a key read by id is not handed out as new.
+The buffer always holds a contiguous window of ids (keys are cut in id order and evicted oldest
+first), so a consumer holding a key id below one that is still readable knows it was evicted.
+
+Keys handed out at one end are reported to the other end with the next block
+(:meth:`take_handed_out` / :meth:`mark_handed_out`): that closes the window in which both ends
+could hand out the same key as new only after one block, so the contract is that **one end of a
+link hands out new keys** and the other is read by id (:mod:`harness.qkd.clavis`, ``new_keys``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ class KeyBuffer:
         self.key_bits = key_bits
         self._keys: OrderedDict[int, bytes] = OrderedDict()
         self._handed_out: set[int] = set()
+        # Ids not handed out yet, in id order: take_new pops the newest in O(1) (scanning _keys
+        # past thousands of handed-out keys cost more than the whole rest of a request).
+        self._fresh: OrderedDict[int, None] = OrderedDict()
         self._to_report: list[int] = []
         self._pending_bits = np.zeros(0, np.uint8)
         self._next_id = 1
@@ -50,10 +58,12 @@ class KeyBuffer:
                 key_id = self._next_id
                 self._next_id += 1
                 self._keys[key_id] = packed[i * step:(i + 1) * step]
+                self._fresh[key_id] = None
                 ids.append(key_id)
                 if len(self._keys) > self.capacity:
                     old, _ = self._keys.popitem(last=False)
                     self._handed_out.discard(old)
+                    self._fresh.pop(old, None)
                     self.evicted += 1
             self.produced += whole
             return ids
@@ -68,19 +78,22 @@ class KeyBuffer:
         with self._lock:
             key = self._keys.get(key_id)
             if key is not None and key_id not in self._handed_out:
-                self._handed_out.add(key_id)
-                self._to_report.append(key_id)
+                self._hand_out(key_id)
             return key
+
+    def _hand_out(self, key_id: int) -> None:
+        self._handed_out.add(key_id)
+        self._fresh.pop(key_id, None)
+        self._to_report.append(key_id)
 
     def take_new(self) -> tuple[int, bytes] | None:
         """Hand out the newest key not handed out yet (at either end); None if there is none."""
         with self._lock:
-            for key_id, key in reversed(self._keys.items()):
-                if key_id not in self._handed_out:
-                    self._handed_out.add(key_id)
-                    self._to_report.append(key_id)
-                    return key_id, key
-            return None
+            if not self._fresh:
+                return None
+            key_id = next(reversed(self._fresh))
+            self._hand_out(key_id)
+            return key_id, self._keys[key_id]
 
     def take_handed_out(self) -> list[int]:
         """Ids handed out here since the last call (to tell the peer)."""
@@ -91,7 +104,10 @@ class KeyBuffer:
     def mark_handed_out(self, ids) -> None:
         """The peer handed these ids out: do not hand them out here as new keys."""
         with self._lock:
-            self._handed_out.update(int(i) for i in ids if int(i) in self._keys)
+            for key_id in (int(i) for i in ids):
+                if key_id in self._keys:
+                    self._handed_out.add(key_id)
+                    self._fresh.pop(key_id, None)
 
     def ids(self) -> list[int]:
         """Ids currently stored, oldest first."""
@@ -108,7 +124,7 @@ class KeyBuffer:
     def available(self) -> int:
         """Keys stored and not handed out yet."""
         with self._lock:
-            return len(self._keys) - len(self._handed_out)
+            return len(self._fresh)
 
     @property
     def pending_bits(self) -> int:

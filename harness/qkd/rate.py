@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from harness.qkd.config import Calibration, DeviceParams, QkdLinkConfig
+from harness.qkd.config import Calibration, DeviceParams, QkdConfigError, QkdLinkConfig
 
 
 def binary_entropy(e: float) -> float:
@@ -100,8 +100,18 @@ def block_overhead_bps(config: QkdLinkConfig) -> float:
 
 
 def two_constant_rate(loss_db: float, a_s: float, b_s: float) -> float:
-    """R = 1 / (a 10^(L/10) + b) (reference.md §2, fit (b))."""
-    return 1.0 / (a_s * 10.0 ** (loss_db / 10.0) + b_s)
+    """R = 1 / (a 10^(L/10) + b) (reference.md §2, fit (b)).
+
+    Raises :class:`QkdConfigError` if the loss is not finite, or ``a_s`` and ``b_s`` do not give a
+    finite positive denominator (e.g. both 0: the curve would promise an infinite rate).
+    """
+    if not math.isfinite(loss_db):
+        raise QkdConfigError(f"loss {loss_db} dB is not a finite number")
+    denominator = a_s * 10.0 ** (loss_db / 10.0) + b_s
+    if not math.isfinite(denominator) or denominator <= 0:
+        raise QkdConfigError(f"[qkd.calibration] a_s = {a_s:g} and b_s = {b_s:g} give no finite key rate "
+                             "(1/R = a_s 10^(L/10) + b_s must be > 0)")
+    return 1.0 / denominator
 
 
 def physical_detection_rate(loss_db: float, device: DeviceParams, duty_cycle: float,
@@ -131,6 +141,8 @@ def secret_key_rate(loss_db: float, calibration: Mapping | Calibration,
     per-block overhead, with device and post-processing settings from ``config`` (defaults if None).
     """
     cal = calibration if isinstance(calibration, Calibration) else Calibration.from_mapping(calibration)
+    if not math.isfinite(loss_db):
+        raise QkdConfigError(f"loss {loss_db} dB is not a finite number")
     if cal.model == "two_constant":
         return two_constant_rate(loss_db, cal.a_s, cal.b_s)
     cfg = (config or QkdLinkConfig()).replace(calibration=cal)

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from harness.analysis.capacity import capacity_table, paper_points_table, parse_loss_values
 from harness.analysis.cli import capacity
 from harness.scenario import load
+from tests.support.scenarios import zero_calibration_scenario
 
 
 def test_paper_points_from_the_calibrated_model():
@@ -54,3 +55,34 @@ def test_capacity_cli(tmp_path):
     assert bad.exit_code == 1 and bad.output.startswith("Error: unknown scenario")
     bad_loss = runner.invoke(capacity, ["--scenario", "hpn", "--loss-db", "abc"])
     assert bad_loss.exit_code == 1 and "Traceback" not in bad_loss.output
+
+
+@pytest.mark.parametrize("loss,needle", [
+    ("", "no loss value given"),
+    ("0:1e9:0.001", "more than 10,000 values"),
+    ("nan", "finite number"),
+    ("inf", "finite number"),
+    ("-inf", "finite number"),
+    ("70", "within 0..60 dB"),
+    ("50:70:5", "within 0..60 dB"),
+    ("1:2:3:4", "start:stop:step"),
+])
+def test_bad_loss_values_are_one_line_errors(loss, needle):
+    result = CliRunner().invoke(capacity, ["--scenario", "hpn", "--loss-db", loss])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: ") and needle in result.output
+
+
+def test_loss_cap_is_the_scenarios_and_a_full_grid_is_fine():
+    from harness.analysis.capacity import MAX_LOSS_VALUES, max_loss_db
+    from harness.scenario import ScenarioError
+    assert max_loss_db() == 60.0
+    with pytest.raises(ScenarioError, match="must be <= 60"):  # the bound is the scenarios' own
+        load("hpn").with_overrides({"fibre.loss_db": max_loss_db() + 1})
+    assert len(parse_loss_values(["0:60:0.01"])) == 6001 <= MAX_LOSS_VALUES
+
+
+def test_zero_calibration_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(capacity, ["--scenario", str(zero_calibration_scenario(tmp_path))])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.startswith("Error: ") and "a_s" in result.output and result.output.count("\n") == 1

@@ -1,12 +1,13 @@
 """ETSI GS QKD 014 conformance of the KME pair over real mutual TLS on 127.0.0.1.
 
 Written from the spec's rules (reference.md section 4): every endpoint, the error cases
-(400 with message/details, 401 without body, 503 with body), keys delivered once and only to the
+(400, 401 and 503 with the Error body {message, details}: ETSI GS QKD 014 V1.1.1 sections 5.1-5.3, 6.4), keys delivered once and only to the
 slave SAE named at issue, dec_keys byte-identical to enc_keys, and the mTLS refusals.
 """
 
 import base64
 import binascii
+import json
 import logging
 import re
 import ssl
@@ -17,8 +18,9 @@ import pytest
 from harness.kme import etsi, pki
 from harness.kme.client import EtsiClient, HttpClient
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
-from harness.kme.suppliers import EmulatedQkdLink, SharedKeyBuffer
 from harness.kme.tlshttp import client_context
+from tests.support.clavislink import ClavisLinkPair
+from tests.support.tlsrefusal import assert_tls_refused
 
 BUFFER_KEYS = 3906  # paper: 1 Mbit key buffer of 256-bit keys (reference.md section 1)
 LIMITS = etsi.KmeLimits(max_key_per_request=50)
@@ -26,16 +28,16 @@ LIMITS = etsi.KmeLimits(max_key_per_request=50)
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    """A running KME pair over an in-memory key buffer, and client certificates for three SAEs."""
+    """A running KME pair over real Clavis services, and client certificates for three SAEs."""
     pki_dir = tmp_path_factory.mktemp("pki")
-    link = EmulatedQkdLink(SharedKeyBuffer(BUFFER_KEYS), rate_bps=0, seed=7, prefill=BUFFER_KEYS)
-    alice_supplier, bob_supplier = link.suppliers()
-    pair = start_pair(pki_dir, alice_supplier, bob_supplier, limits=LIMITS)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=BUFFER_KEYS, seed=7, prefill_keys=BUFFER_KEYS).start()
+    pair = start_pair(pki_dir, *link.suppliers(), limits=LIMITS)
     ca = pki.CertificateAuthority(pki_dir)
     for sae in ("gateway", "platform", "intruder"):
         ca.ensure(sae, "SAE")
-    yield pair, link.buffer
+    yield pair, link.bob_buffer
     pair.stop()
+    link.stop()
 
 
 def sae(pair, sae_id, side):
@@ -54,6 +56,8 @@ def raw(pair, sae_id, side, method, path, body=None):
         client.close()
 
 
+#: A 401 answer: status and the Error data format (spec section 6.4), saying nothing more.
+UNAUTHORIZED = (401, {"message": "unauthorized"})
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -70,7 +74,7 @@ def test_status_fields(env, side, master, slave, source, target):
             "min_key_size", "max_SAE_ID_count")
     assert all(type(status[k]) is int for k in ints)
     assert (status["key_size"], status["max_key_count"], status["max_key_per_request"]) == (256, 3906, 50)
-    assert status["stored_key_count"] == len(buffer)
+    assert status["stored_key_count"] == buffer.available
 
 
 def test_stored_key_count_drops_by_delivered_keys(env):
@@ -144,12 +148,12 @@ def test_same_key_on_both_sides_smaller_size(env):
 def test_dec_keys_only_for_the_named_slave(env):
     pair, _ = env
     (kid, key), = sae(pair, "gateway", "alice").enc_keys("platform")
-    # Another SAE at the same KME, same master in the path: 401, no body.
-    assert raw(pair, "intruder", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == (401, None)
+    # Another SAE at the same KME, same master in the path: 401 with the Error body.
+    assert raw(pair, "intruder", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # The master itself asking at the peer KME: 401.
-    assert raw(pair, "gateway", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == (401, None)
+    assert raw(pair, "gateway", "bob", "GET", f"/api/v1/keys/gateway/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # The right slave naming the wrong master: 401.
-    assert raw(pair, "platform", "bob", "GET", f"/api/v1/keys/intruder/dec_keys?key_ID={kid}") == (401, None)
+    assert raw(pair, "platform", "bob", "GET", f"/api/v1/keys/intruder/dec_keys?key_ID={kid}") == UNAUTHORIZED
     # Refusals consumed nothing: the slave still gets the very key.
     assert sae(pair, "platform", "bob").dec_keys("gateway", [kid]) == [(kid, key)]
 
@@ -224,6 +228,8 @@ def test_empty_post_body_means_defaults_and_self_as_slave_refused(env):
     ("POST", "", {"key_IDs": []}, "key_IDs shall be a non-empty array"),
     ("POST", "", {"key_IDs": ["91071d00-0000-8000-8000-00000000ffff"]},
      "each key_IDs entry shall be an object with a key_ID string"),
+    ("POST", "", {"key_IDs": [{"key_ID": f"91071d00-0000-8000-8000-{i:012x}"} for i in range(1, 52)]},
+     "number of key_IDs exceeds max_key_per_request"),
 ])
 def test_dec_keys_400(env, method, query, body, message):
     pair, _ = env
@@ -231,15 +237,102 @@ def test_dec_keys_400(env, method, query, body, message):
     assert status == 400 and answer["message"] == message
 
 
-def test_unknown_resource_and_wrong_method(env):
+def test_unknown_resource_404(env):
     pair, _ = env
-    assert raw(pair, "gateway", "alice", "GET", "/api/v1/keys/platform/keys")[0] == 404
-    assert raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/status", {})[0] == 405
+    assert raw(pair, "gateway", "alice", "GET", "/api/v1/keys/platform/keys") == (404, {"message": "no such resource"})
+
+
+def raw_with_headers(pair, method, path):
+    """(status, headers, raw body) of one request by the gateway SAE to Alice's KME, kept alive."""
+    client = sae(pair, "gateway", "alice").http
+    try:
+        client.request("GET", "/api/v1/keys/platform/status")  # open the connection first
+        conn = client._conn
+        conn.request(method, path)
+        response = conn.getresponse()
+        answer = (response.status, dict(response.getheaders()), response.read())
+        # The connection is still in step: the next request on it is answered normally.
+        assert client.request("GET", "/api/v1/keys/platform/status")[0] == 200
+        return answer
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "HEAD", "POST", "GET"])
+@pytest.mark.parametrize("path,allow", [("/api/v1/keys/platform/status", "GET"),
+                                        ("/api/v1/keys/platform/enc_keys", "GET, POST"),
+                                        ("/api/v1/keys/platform/dec_keys", "GET, POST")])
+def test_undeclared_methods_405_with_allow_and_json(env, method, path, allow):
+    if method in allow:
+        pytest.skip("declared")
+    pair, _ = env
+    status, headers, body = raw_with_headers(pair, method, path)
+    assert status == 405 and headers["Allow"] == allow
+    if method == "HEAD":  # a HEAD answer has headers only (RFC 9110), its length still announced
+        assert body == b"" and int(headers["Content-Length"]) > 0
+    else:
+        assert headers["Content-Type"].startswith("application/json")
+        assert method in json.loads(body)["message"]
+
+
+def test_any_other_method_405_and_unknown_path_404(env):
+    pair, _ = env
+    status, headers, body = raw_with_headers(pair, "QUERY", "/api/v1/keys/platform/status")
+    assert (status, headers["Allow"]) == (405, "GET") and json.loads(body)["message"]
+    status, _, body = raw_with_headers(pair, "BREW", "/coffee")
+    assert status == 404 and json.loads(body) == {"message": "no such resource"}
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"number": 1, "size": None}, "size shall be an integer"),
+    ({"number": None}, "number shall be an integer"),
+    ({"number": "2"}, "number shall be an integer"),
+    ({"number": 2.0}, "number shall be an integer"),
+    ({"number": 1, "size": "256"}, "size shall be an integer"),
+    ({"additional_slave_SAE_IDs": [1]}, "additional_slave_SAE_IDs shall be an array of strings"),
+    ({"extension_optional": ["x"]}, "extension_optional shall be an array of objects"),
+    ({"extension_mandatory": {}}, "extension_mandatory shall be an array of objects"),
+])
+def test_wrong_json_types_400_and_no_key_used(env, body, message):
+    pair, buffer = env
+    before = buffer.available
+    status, answer = raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/enc_keys", body)
+    assert (status, answer["message"]) == (400, message)
+    assert buffer.available == before
+
+
+@pytest.mark.parametrize("query", ["?number=%C2%B2", "?number=" + "9" * 5000, "?size=1e3"])
+def test_odd_query_integers_400(env, query):
+    pair, _ = env
+    status, answer = raw(pair, "gateway", "alice", "GET", f"/api/v1/keys/platform/enc_keys{query}")
+    assert status == 400 and "shall be an integer" in answer["message"]
+
+
+@pytest.mark.parametrize("payload", [b"[" * 100_000, b'{"number": ' + b"9" * 5000 + b"}"])
+def test_pathological_json_400(env, payload):
+    pair, _ = env
+    status, answer = raw(pair, "gateway", "alice", "POST", "/api/v1/keys/platform/enc_keys", payload)
+    assert status == 400 and answer["message"] == "request body is not valid UTF-8 JSON"
+
+
+@pytest.mark.parametrize("side,master", [("alice", "gateway"), ("bob", "platform")])
+def test_unknown_slave_sae_400_without_using_keys(env, side, master):
+    """An SAE exists when the CA has issued it an SAE certificate; naming another id uses nothing."""
+    pair, buffer = env
+    before = buffer.available
+    for method, path, body in (("POST", "/api/v1/keys/nobody/enc_keys", {"number": 3}),
+                               ("GET", "/api/v1/keys/nobody/enc_keys?number=3", None),
+                               ("GET", "/api/v1/keys/nobody/status", None),
+                               ("GET", "/api/v1/keys/kme-bob/status", None)):  # a KME is not an SAE
+        status, answer = raw(pair, master, side, method, path, body)
+        assert status == 400 and answer["message"] == "slave_SAE_ID is not a known SAE", (method, path)
+    assert buffer.available == before
+    assert sae(pair, master, side).status("intruder")["slave_SAE_ID"] == "intruder"  # has a certificate
 
 
 # --- 503 ----------------------------------------------------------------------------------------
 def test_503_when_the_buffer_runs_dry(tmp_path):
-    link = EmulatedQkdLink(SharedKeyBuffer(10), rate_bps=0, seed=1, prefill=3)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=1, prefill_keys=3).start()
     pair = start_pair(tmp_path, *link.suppliers())
     pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
     pki.CertificateAuthority(tmp_path).ensure("platform", "SAE")
@@ -253,12 +346,14 @@ def test_503_when_the_buffer_runs_dry(tmp_path):
         assert status == 503 and body["message"]
     finally:
         pair.stop()
+        link.stop()
 
 
 def test_503_when_the_peer_kme_is_down(tmp_path):
-    link = EmulatedQkdLink(SharedKeyBuffer(10), rate_bps=0, seed=1, prefill=10)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=1, prefill_keys=10).start()
     pair = start_pair(tmp_path, *link.suppliers())
-    pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
+    for sae_id in ("gateway", "platform"):
+        pki.CertificateAuthority(tmp_path).ensure(sae_id, "SAE")
     pair.bob.shutdown()
     pair.bob.server_close()
     try:
@@ -267,22 +362,25 @@ def test_503_when_the_peer_kme_is_down(tmp_path):
     finally:
         pair.alice.shutdown()
         pair.alice.server_close()
+        link.stop()
 
 
 # --- mutual TLS ---------------------------------------------------------------------------------
 def test_no_client_certificate_refused(env):
     pair, _ = env
     ca = pair.pki_dir / "ca.crt"
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(pair.alice_url, client_context(ca), ALICE_KME_ID).request("GET", "/api/v1/keys/platform/status")
+    assert_tls_refused(refused, "TLSV13_ALERT_CERTIFICATE_REQUIRED")
 
 
 def test_certificate_from_another_ca_refused(env, tmp_path):
     pair, _ = env
     rogue = pki.CertificateAuthority(tmp_path / "rogue").ensure("gateway", "SAE")
     tls = client_context(pair.pki_dir / "ca.crt", rogue.cert, rogue.key)
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(pair.alice_url, tls, ALICE_KME_ID).request("POST", "/api/v1/keys/platform/enc_keys", {})
+    assert_tls_refused(refused, "TLSV1_ALERT_UNKNOWN_CA")
 
 
 def test_sae_refuses_kme_with_wrong_id_or_foreign_ca(env, tmp_path):
@@ -298,15 +396,15 @@ def test_sae_refuses_kme_with_wrong_id_or_foreign_ca(env, tmp_path):
 def test_kme_to_kme_channel_refuses_saes_and_other_kmes(env):
     pair, _ = env
     body = {"master_SAE_ID": "intruder", "slave_SAE_ID": "platform", "number": 1, "size": 256}
-    assert raw(pair, "intruder", "bob", "POST", "/kme/v1/issue", body) == (401, None)
-    assert raw(pair, "intruder", "alice", "GET", "/kme/v1/stored") == (401, None)
+    assert raw(pair, "intruder", "bob", "POST", "/kme/v1/issue", body) == UNAUTHORIZED
+    assert raw(pair, "intruder", "alice", "GET", "/kme/v1/stored") == UNAUTHORIZED
     # A KME certificate that is not the configured peer: 401 too.
     ca = pki.CertificateAuthority(pair.pki_dir)
     other = ca.ensure("kme-eve", "KME", ("127.0.0.1",))
     client = HttpClient(pair.bob_url, client_context(other.ca, other.cert, other.key), BOB_KME_ID)
-    assert client.request("POST", "/kme/v1/issue", body) == (401, None)
+    assert client.request("POST", "/kme/v1/issue", body) == UNAUTHORIZED
     # And a KME certificate may not act as an SAE.
-    assert client.request("GET", "/api/v1/keys/platform/status") == (401, None)
+    assert client.request("GET", "/api/v1/keys/platform/status") == UNAUTHORIZED
 
 
 def test_tls_1_2_minimum_and_client_certificate_required(env):
@@ -320,7 +418,7 @@ def test_attached_saes_restriction(env):
     pair, _ = env
     pair.bob.kme.attached_saes = frozenset({"platform"})
     try:
-        assert raw(pair, "intruder", "bob", "GET", "/api/v1/keys/gateway/status") == (401, None)
+        assert raw(pair, "intruder", "bob", "GET", "/api/v1/keys/gateway/status") == UNAUTHORIZED
         assert raw(pair, "platform", "bob", "GET", "/api/v1/keys/gateway/status")[0] == 200
     finally:
         pair.bob.kme.attached_saes = None

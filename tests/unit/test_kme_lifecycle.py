@@ -8,29 +8,30 @@ from harness.kme import etsi, pki
 from harness.kme.client import EtsiClient
 from harness.kme.lifecycle import GatewayKeyLifecycle, PlatformKeyResolver
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
-from harness.kme.suppliers import EmulatedQkdLink, SharedKeyBuffer
+from tests.support.clavislink import ClavisLinkPair
 
 
 @pytest.fixture(scope="module")
 def kmes(tmp_path_factory):
     pki_dir = tmp_path_factory.mktemp("pki")
-    link = EmulatedQkdLink(SharedKeyBuffer(500), rate_bps=0, seed=5, prefill=500)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=500, seed=5, prefill_keys=500).start()
     pair = start_pair(pki_dir, *link.suppliers(), limits=etsi.KmeLimits(max_key_per_request=7))
     ca = pki.CertificateAuthority(pki_dir)
     gw, pl = ca.ensure("gateway", "SAE"), ca.ensure("platform", "SAE")
     gateway = EtsiClient(pair.alice_url, ALICE_KME_ID, gw.ca, gw.cert, gw.key)
     platform = EtsiClient(pair.bob_url, BOB_KME_ID, pl.ca, pl.cert, pl.key)
-    yield gateway, platform, link.buffer
+    yield gateway, platform, link.bob_buffer
     pair.stop()
+    link.stop()
 
 
 def test_provision_asks_one_key_per_device_in_chunks(kmes):
     gateway, platform, buffer = kmes
     devices = [f"d{i}" for i in range(1, 24)]  # 23 devices, 7 per request -> 4 requests
-    before = len(buffer)
+    before = buffer.available
     lc = GatewayKeyLifecycle(gateway, "platform", devices, 1800.0, max_key_per_request=7)
     lc.provision(100.0)
-    assert len(buffer) == before - 23
+    assert buffer.available == before - 23
     current = [lc.current(d) for d in devices]
     assert len({c.key_id for c in current}) == 23
     assert all(c.issued_t_emul == 100.0 and c.valid_until_t_emul == 1900.0 for c in current)

@@ -12,10 +12,10 @@ import pytest
 from harness.kme import keyids, pki
 from harness.kme.client import EtsiClient, HttpClient
 from harness.kme.device import DeviceSession, fetch_device_key
-from harness.kme.emulink import ClavisLinkPair
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from harness.kme.suppliers import ClavisSupplier
 from harness.kme.tlshttp import client_context
+from tests.support.clavislink import ClavisLinkPair
 
 PY = sys.executable
 
@@ -100,6 +100,51 @@ def test_kme_and_relay_processes_over_clavis(tmp_path, clavis_link):
     assert codes == [0] * len(procs)
 
 
+def test_restarted_kmes_keep_issued_keys_obtainable(tmp_path):
+    """A KME killed mid-run and restarted on the same --key-store still delivers every key it had
+    issued, even after both QKD buffers have evicted them."""
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=20, seed=4, prefill_keys=20).start()
+    ca = pki.CertificateAuthority(tmp_path / "pki")
+    for kme_id in (ALICE_KME_ID, BOB_KME_ID):
+        ca.ensure(kme_id, "KME", ("127.0.0.1",))
+    gw, pl = ca.ensure("gateway", "SAE"), ca.ensure("platform", "SAE")
+    pa, pb = free_port(), free_port()
+
+    def start(own, peer, port, peer_port, clavis, extra=()):
+        return spawn(["harness.kme.server", "--listen", f"127.0.0.1:{port}", "--kme-id", own, "--peer-kme-id", peer,
+                      "--peer-kme", f"https://127.0.0.1:{peer_port}", "--clavis", "%s:%d" % clavis,
+                      "--pki", str(tmp_path / "pki"), "--key-store", str(tmp_path / own), *extra])[0]
+
+    def start_bob():
+        return start(BOB_KME_ID, ALICE_KME_ID, pb, pa, link.bob.address, ["--issuing"])
+
+    def start_alice():
+        return start(ALICE_KME_ID, BOB_KME_ID, pa, pb, link.alice.address)
+
+    procs = [start_bob(), start_alice()]
+    try:
+        gateway = EtsiClient(f"https://127.0.0.1:{pa}", ALICE_KME_ID, gw.ca, gw.cert, gw.key)
+        platform = EtsiClient(f"https://127.0.0.1:{pb}", BOB_KME_ID, pl.ca, pl.cert, pl.key)
+        to_platform = gateway.enc_keys("platform", number=3)   # kept by Bob's KME for the platform
+        to_gateway = platform.enc_keys("gateway", number=2)    # kept by Alice's KME for the gateway
+        procs[0].kill()                                         # a crash, not a clean stop
+        procs[0].wait(timeout=10)
+        assert terminate(procs[1]) == 0
+        link.add_keys(40)   # both QKD buffers turn over twice: the keys are gone from them
+        assert all(link.bob_buffer.get(keyids.clavis_id_for(k)) is None for k, _ in to_platform + to_gateway)
+        procs = [start_bob(), start_alice()]
+        gateway.http.close(), platform.http.close()
+        assert platform.dec_keys("gateway", [k for k, _ in to_platform]) == to_platform
+        assert gateway.dec_keys("platform", [k for k, _ in to_gateway]) == to_gateway
+        assert platform.status("gateway")["status_extension"]["qiot_reserved_for_slaves"] == 0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                terminate(proc)
+        link.stop()
+    assert (tmp_path / BOB_KME_ID / "keystore.sqlite3").stat().st_mode & 0o077 == 0
+
+
 def test_server_bad_arguments_give_one_line_errors(tmp_path):
     result = subprocess.run([PY, "-m", "harness.kme.server", "--listen", "nonsense", "--kme-id", "k",
                              "--peer-kme-id", "p", "--peer-kme", "https://127.0.0.1:1", "--pki",
@@ -114,6 +159,7 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
     pair = start_pair(tmp_path, ClavisSupplier(link.alice.address, issuing=False),
                       ClavisSupplier(link.bob.address, issuing=True))
     gw = pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
+    pki.CertificateAuthority(tmp_path).ensure("platform", "SAE")
     try:
         client = HttpClient(pair.alice_url, client_context(gw.ca, gw.cert, gw.key), ALICE_KME_ID)
         status, body = client.request("POST", "/api/v1/keys/platform/enc_keys", {"number": 2})
@@ -125,10 +171,11 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
         link.stop()
 
 
-def test_qiot_kme_command(tmp_path):
+@pytest.mark.parametrize("peer_link", ["local", "mtls"])
+def test_qiot_kme_command(tmp_path, peer_link):
     pki_dir = tmp_path / "pki"
     proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
-                         "--warmup-s", "60", "--devices", "2"])
+                         "--warmup-s", "60", "--devices", "2", "--peer-link", peer_link])
     try:
         urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
         for path in ("ca.crt", "sae/gateway.crt", "sae/platform.key", "sae/d2.crt", "psk/d1.psk",
@@ -143,6 +190,47 @@ def test_qiot_kme_command(tmp_path):
         assert 300 <= stored <= 600, stored
         keys = gateway.enc_keys("platform", number=2)
         assert platform.dec_keys("gateway", [k for k, _ in keys]) == keys
+    finally:
+        assert terminate(proc) == 0
+
+
+def test_qiot_kme_drained_then_every_issued_key_is_deliverable(tmp_path):
+    """Issue 12's reproduction, scaled down: `qiot kme` on the real emulated link (hpn), drained
+    with large requests until 503, then asked for one key at a time while the buffer turns over.
+    Every key issued is then obtainable by the slave, and stored_key_count never exceeds max."""
+    from harness.kme import etsi
+    pki_dir = tmp_path / "pki"
+    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
+                         "--warmup-s", "60", "--time-scale", "200"])
+    try:
+        urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
+        gw, pl = pki.entity_paths(pki_dir, "gateway", "SAE"), pki.entity_paths(pki_dir, "platform", "SAE")
+        gateway = EtsiClient(urls[ALICE_KME_ID], ALICE_KME_ID, gw.ca, gw.cert, gw.key)
+        platform = EtsiClient(urls[BOB_KME_ID], BOB_KME_ID, pl.ca, pl.cert, pl.key)
+        issued, refused, stored = [], 0, []
+        for master, slave, peer in ((platform, "gateway", gateway), (gateway, "platform", platform)):
+            while True:  # drain: requests of 100 until the KME answers 503
+                try:
+                    issued.append((peer, master.enc_keys(slave, number=100), slave))
+                except etsi.EtsiError as exc:
+                    assert exc.status == 503
+                    break
+            deadline = time.monotonic() + 2.0  # 400 emulated s: the buffer (3,906 keys) turns over
+            while time.monotonic() < deadline:
+                try:
+                    issued.append((peer, master.enc_keys(slave, number=1), slave))
+                except etsi.EtsiError as exc:
+                    assert exc.status == 503
+                    refused += 1
+                status = master.status(slave)
+                stored.append((status["stored_key_count"], status["max_key_count"]))
+                time.sleep(0.02)
+        masters = {"gateway": "platform", "platform": "gateway"}
+        for peer, keys, slave in issued:
+            assert peer.dec_keys(masters[slave], [k for k, _ in keys]) == keys
+        assert sum(len(keys) for _, keys, _ in issued) > 500
+        assert all(count <= limit for count, limit in stored) and len(stored) > 50
+        assert refused < 10  # drained with large requests, the one-key requests are served at once
     finally:
         assert terminate(proc) == 0
 
@@ -163,3 +251,32 @@ def test_qiot_kme_refuses_non_loopback(tmp_path):
     from harness.kme.cli import kme
     result = CliRunner().invoke(kme, ["--pki", str(tmp_path), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "loopback" in result.output
+
+
+def test_qiot_kme_port_in_use_names_address_and_port(tmp_path):
+    from click.testing import CliRunner
+
+    from harness.kme.cli import kme
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(kme, ["--pki", str(tmp_path), "--alice-port", "0", "--bob-port", str(port)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == \
+        f"Error: {BOB_KME_ID} cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_server_port_in_use_is_one_line(tmp_path):
+    ca = pki.CertificateAuthority(tmp_path)
+    ca.ensure(BOB_KME_ID, "KME", ("127.0.0.1",))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([PY, "-m", "harness.kme.server", "--listen", f"127.0.0.1:{port}", "--kme-id", BOB_KME_ID,
+                                 "--peer-kme-id", ALICE_KME_ID, "--peer-kme", "https://127.0.0.1:1", "--pki",
+                                 str(tmp_path), "--clavis", "127.0.0.1:5323"], capture_output=True, text=True,
+                                timeout=30)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: --listen 127.0.0.1:{port}: Address already in use"]

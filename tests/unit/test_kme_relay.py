@@ -1,6 +1,7 @@
 """The wireless hop: gateway relay and device fetch over each transport, with exact op counts."""
 
 import base64
+import ssl
 
 import pytest
 
@@ -10,9 +11,10 @@ from harness.kme.device import DeviceSession, FetchError, fetch_device_key
 from harness.kme.lifecycle import GatewayKeyLifecycle, PlatformKeyResolver
 from harness.kme.pair import ALICE_KME_ID, BOB_KME_ID, start_pair
 from harness.kme.relay import TRANSPORTS, RelayServer
-from harness.kme.suppliers import EmulatedQkdLink, SharedKeyBuffer
 from harness.kme.tlshttp import client_context
 from harness.kme.wrap import UnwrapError, unwrap_key, wrap_key
+from tests.support.clavislink import ClavisLinkPair
+from tests.support.tlsrefusal import assert_tls_refused
 
 DEVICES = ["d1", "d2", "d3"]
 REFRESH_S = 1800.0  # paper: keys updated every 30 min
@@ -22,7 +24,7 @@ REFRESH_S = 1800.0  # paper: keys updated every 30 min
 def world(tmp_path_factory):
     """KME pair, provisioned gateway lifecycle, platform resolver, device credentials."""
     pki_dir = tmp_path_factory.mktemp("pki")
-    link = EmulatedQkdLink(SharedKeyBuffer(200), rate_bps=0, seed=3, prefill=200)
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=200, seed=3, prefill_keys=200).start()
     pair = start_pair(pki_dir, *link.suppliers())
     ca = pki.CertificateAuthority(pki_dir)
     gw, pl = ca.ensure("gateway", "SAE"), ca.ensure("platform", "SAE")
@@ -33,6 +35,7 @@ def world(tmp_path_factory):
     creds = {d: pki.provision_device(pki_dir, d) for d in DEVICES}
     yield pki_dir, lifecycle, resolver, creds
     pair.stop()
+    link.stop()
 
 
 @pytest.fixture(scope="module", params=TRANSPORTS)
@@ -104,8 +107,9 @@ def test_tls_relay_refuses_foreign_and_missing_certificates(world, relay, tmp_pa
     transport, server = relay
     if transport == "psk_wrap":
         pytest.skip("TLS transports only")
-    with pytest.raises(OSError):
+    with pytest.raises(ssl.SSLError) as refused:
         HttpClient(server.url, client_context(pki_dir / "ca.crt"), "relay-gw").request("GET", "/device/v1/key")
+    assert_tls_refused(refused, "TLSV13_ALERT_CERTIFICATE_REQUIRED")
     rogue = pki.provision_device(tmp_path, "d1")  # same id, another CA
     forged = rogue.__class__(**{**rogue.__dict__, "ca": creds["d1"].ca})
     with pytest.raises(FetchError) as info:

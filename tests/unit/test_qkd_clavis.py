@@ -119,3 +119,129 @@ def test_library_client_against_service(services):
         a.request_new_key(length=40)
     assert err.value.status == 3
     a.close(); b.close()
+
+
+# --- the client trusts only its service (module docstring: trust boundary) -------------------------
+def response_to(request: bytes, key_id: int, key: bytes, status=0, request_id=None) -> bytes:
+    """A well-formed KeyResponse answering ``request`` (optionally with another request id)."""
+    _, _, _, length, req_id, device = struct.unpack("<BIIBIB", request[:15])
+    body = struct.pack("<BIIBIB", 1, key_id >> 32, key_id & 0xFFFFFFFF, length,
+                       req_id if request_id is None else request_id, status) + key.ljust(32, b"\0") \
+        + bytes([device]) + bytes(10)
+    return body + struct.pack("<I", crc32_bitwise(body))
+
+
+@pytest.fixture()
+def fake_service():
+    """A UDP socket standing in for the Clavis service, and a forger's socket on the same loopback."""
+    service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    service.bind(("127.0.0.1", 0))
+    service.settimeout(2.0)
+    forger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    forger.bind(("127.0.0.1", 0))
+    yield service, forger
+    service.close()
+    forger.close()
+
+
+def test_forged_reply_from_another_socket_is_ignored(fake_service):
+    import threading
+    service, forger = fake_service
+    client = ClavisClient(service.getsockname(), timeout_s=1.0)
+    assert client.local_address[0] == "127.0.0.1"          # bound to the address it talks from
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("key", client.request_new_key()))
+    thread.start()
+    request, client_address = service.recvfrom(64)
+    # The forger even knows the request id: its answer still comes from the wrong socket.
+    for _ in range(5):
+        forger.sendto(response_to(request, 77, b"F" * 32), client_address)
+    service.sendto(response_to(request, 5, b"G" * 32), client_address)
+    thread.join(timeout=3)
+    assert result["key"] == (5, b"G" * 32)
+    # With only forged answers the client times out rather than take one.
+    with pytest.raises(ClavisError) as err:
+        threading.Timer(0.1, lambda: forger.sendto(response_to(service.recvfrom(64)[0], 77, b"F" * 32),
+                                                   client_address)).start()
+        client.request_key(77)
+    assert err.value.status is None
+    client.close()
+
+
+def test_replies_must_match_the_request(fake_service):
+    import threading
+    service, _ = fake_service
+    client = ClavisClient(service.getsockname(), timeout_s=1.0)
+    result = {}
+    thread = threading.Thread(target=lambda: result.setdefault("key", client.request_key(9, 16)))
+    thread.start()
+    request, address = service.recvfrom(64)
+    request_id = struct.unpack_from("<I", request, 10)[0]
+    service.sendto(response_to(request, 9, b"A" * 32, request_id=request_id ^ 1), address)  # stale id
+    service.sendto(response_to(request, 8, b"B" * 32), address)                            # other key
+    service.sendto(b"\x01" * 62, address)                                                  # bad CRC
+    service.sendto(response_to(request, 9, b"C" * 32), address)
+    thread.join(timeout=3)
+    assert result["key"] == b"C" * 16 and client.ignored == 3
+    client.close()
+
+
+def test_request_ids_are_unpredictable(fake_service):
+    service, _ = fake_service
+    client = ClavisClient(service.getsockname(), timeout_s=0.05)
+    ids = []
+    for _ in range(20):
+        with pytest.raises(ClavisError):
+            client.request_new_key()
+        ids.append(struct.unpack_from("<I", service.recvfrom(64)[0], 10)[0])
+    assert len(set(ids)) == 20
+    assert sorted(ids) != list(range(min(ids), min(ids) + 20))  # not a counter
+    client.close()
+
+
+def test_forged_replies_against_a_real_service_change_nothing(services):
+    """A flood of well-formed forged answers at the client's port: it still gets the real keys."""
+    (alice, bob), _ = services
+    a = ClavisClient(alice.address, timeout_s=2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as forger:
+        for guess in range(200):
+            forger.sendto(response_to(make_request(request_id=guess), 1, b"F" * 32), a.local_address)
+        key_id, key = a.request_new_key()
+    assert key == bob.buffer.get(key_id) != b"F" * 32
+    a.close()
+
+
+def test_service_listens_on_loopback_only():
+    with pytest.raises(ValueError, match="loopback"):
+        ClavisServer(KeyBuffer(4), ("0.0.0.0", 0))
+
+
+# --- Clavis finding 3: the two ends and "new" keys ------------------------------------------------
+def test_only_one_end_hands_out_new_keys(services):
+    """The contract: one end issues; ``new_keys=False`` closes the other end for new-key requests.
+
+    Two ends that both hand out new keys give the same key to two consumers within one block
+    (hand-outs are reported to the peer with the next block): the reason for the contract.
+    """
+    (alice, bob), client = services
+    both = [ask(client, server, make_request(request_id=i))["key_id"] for i, server in enumerate((alice, bob))]
+    assert both[0] == both[1]  # the window the contract closes
+    bits = np.random.default_rng(3).integers(0, 2, 256 * 10, dtype=np.uint8)
+    issuing_buf, fetching_buf = KeyBuffer(20), KeyBuffer(20)
+    issuing_buf.add_bits(bits)
+    fetching_buf.add_bits(bits)
+    issuing = ClavisServer(issuing_buf, ("127.0.0.1", 0)).start()
+    fetching = ClavisServer(fetching_buf, ("127.0.0.1", 0), new_keys=False).start()
+    try:
+        refused = ask(client, fetching, make_request(request_id=5))
+        assert refused["status"] == 4 and refused["key"] == bytes(32)
+        handed = []
+        for i in range(10):  # interleaved within milliseconds: new at one end, by id at the other
+            new = ask(client, issuing, make_request(request_id=100 + i))
+            assert ask(client, fetching, make_request(key_id=new["key_id"], request_id=200 + i))["key"] == new["key"]
+            assert ask(client, fetching, make_request(request_id=300 + i))["status"] == 4
+            handed.append(new["key_id"])
+        assert sorted(handed) == list(range(1, 11))  # every key once, none twice
+    finally:
+        issuing.stop()
+        fetching.stop()

@@ -5,6 +5,7 @@ import re
 from click.testing import CliRunner
 
 from harness.qkd.cli import qkd
+from tests.support.scenarios import zero_calibration_scenario
 
 
 def test_standalone_run_prints_rate_qber_and_fill(tmp_path):
@@ -32,3 +33,23 @@ def test_bad_input_is_a_clean_error():
     assert result.exception is None or isinstance(result.exception, SystemExit)
     result = CliRunner().invoke(qkd, ["--loss-db", "-3"])
     assert result.exit_code == 2
+
+
+def one_line_error(result, *needles):
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and all(n in errors[0] for n in needles), result.output
+
+
+def test_zero_calibration_is_a_one_line_error(tmp_path):
+    path = zero_calibration_scenario(tmp_path)
+    one_line_error(CliRunner().invoke(qkd, ["--scenario", str(path), "--seconds", "10"]), "a_s")
+    one_line_error(CliRunner().invoke(qkd, ["calibrate", "--scenario", str(path), "--emulate", "0"]), "a_s")
+
+
+def test_unwritable_out_and_bad_losses_are_one_line_errors():
+    one_line_error(CliRunner().invoke(qkd, ["--out", "/proc/x", "--seconds", "10"]), "--out /proc/x")
+    one_line_error(CliRunner().invoke(qkd, ["--loss-db", "nan", "--seconds", "10"]), "not a finite number")
+    one_line_error(CliRunner().invoke(qkd, ["--loss-db", "70", "--seconds", "10"]), "--loss-db")

@@ -6,7 +6,7 @@ import pytest
 
 from harness.qkd.config import Calibration, DeviceParams, PostProcessingParams, QkdConfigError, QkdLinkConfig
 from harness.qkd.rate import (binary_entropy, fit_physical, fit_two_constant, gate_probabilities,
-                              model_qber, secret_key_rate)
+                              model_qber, secret_key_rate, two_constant_rate)
 from harness.scenario import load
 
 # Targets: the paper's measured average secret-key rates (Mavromatis et al., ECOC 2018; reference.md §1).
@@ -81,3 +81,13 @@ def test_physical_model_responds_to_detector_and_loss():
     better = base.replace(device=DeviceParams(detector_efficiency=0.2))
     assert secret_key_rate(7.0, better.calibration, better) > secret_key_rate(7.0, base.calibration, base)
     assert math.isclose(secret_key_rate(60.0, base.calibration, base), 0.0, abs_tol=1e-9)
+
+
+def test_calibration_without_a_finite_rate_is_refused():
+    with pytest.raises(QkdConfigError, match="a_s"):  # the settings refuse it on reading
+        secret_key_rate(4.0, {"model": "two_constant", "a_s": 0.0, "b_s": 0.0})
+    with pytest.raises(QkdConfigError, match="a_s = 0 and b_s = 0"):  # and the model never divides by 0
+        two_constant_rate(4.0, 0.0, 0.0)
+    with pytest.raises(QkdConfigError, match="not a finite number"):
+        secret_key_rate(float("nan"), {"model": "physical"})
+    assert two_constant_rate(4.0, 0.0, 1e-3) == pytest.approx(1000.0)
