@@ -1,18 +1,21 @@
 """The post-processing protocol of one block, run by Alice and Bob over the classical channel.
 
-Alice leads. Per block (messages in order; A = Alice, B = Bob):
+Alice leads. Per block (messages in order; A = Alice, B = Bob; messages joined by ``+`` leave
+back to back, without waiting for a reply, so a block costs few round trips):
 
 1. A->B ``BLOCK`` (block number, emulated start/end, key ids A handed out). Both draw the
    block's detection events from the shared channel seed (:mod:`harness.qkd.physical`).
 2. Sifting. BB84: B->A ``CLICKS`` (clicked pulses and B's bases), A->B ``SIFT`` (basis-match mask).
    SARG04: B->A ``CLICKS`` (pulses only), A->B ``SIFT`` (the pair of states per click),
    B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``.
-3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there), B->A ``PE``
-   (estimated QBER, abort flag). Sampled bits are discarded. Abort above the QBER threshold.
-4. Error correction: A->B ``EC`` (permutation seed); B asks ``PARITY`` questions, A answers
+3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there) + ``EC`` (Cascade's
+   permutation seed), B->A ``PE`` (estimated QBER, abort flag). Sampled bits are discarded. Abort
+   above the QBER threshold (B still reads ``EC``).
+4. Error correction: A->B ``ROOTS`` (A's parities of every top-level Cascade sub-block of every
+   pass, all of which Cascade asks anyway); B asks ``PARITY`` questions (bisection), A answers
    ``PARITY_R``; B->A ``EC_DONE`` (bits corrected, parities leaked).
-5. Verification: A->B ``VERIFY`` (salt, tag), B->A ``VERIFY_R`` (match).
-6. Privacy amplification: A->B ``PA`` (final length, Toeplitz seed), B->A ``DONE``.
+5. Verification and privacy amplification: A->B ``VERIFY`` (salt, tag) + ``PA`` (final length,
+   Toeplitz seed); B->A ``DONE`` (whether the tags matched). A key is kept only if they did.
 
 Both ends then append the final bits to their key buffers, and each returns the same
 :class:`BlockStats`. Alice's public random choices come from her own seeded generator.
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from harness.qkd.cascade import CascadeAlice, cascade_correct
+from harness.qkd.cascade import CascadeAlice, cascade_correct, first_block_size
 from harness.qkd.channel import Channel, ChannelError
 from harness.qkd.config import QkdLinkConfig
 from harness.qkd.keybuffer import KeyBuffer
@@ -120,19 +123,22 @@ class AliceEngine:
 
         sample = np.sort(rng.choice(key.size, int(round(post.pe_sample_fraction * key.size)), replace=False))
         ch.send("SAMPLE", pos=sample.astype(np.int64), bits=key[sample])
+        perm_seed = int(rng.integers(0, 2**62))
+        ch.send("EC", {"perm_seed": perm_seed})
         _, pe, _ = ch.recv("PE")
         stats.pe_bits, stats.qber_est = int(sample.size), float(pe["qber_est"])
         if pe["abort"]:
             return _aborted(stats, self.buffer, pe["abort"], started)
         key = np.delete(key, sample)
 
-        perm_seed = int(rng.integers(0, 2**62))
-        ch.send("EC", {"perm_seed": perm_seed})
         oracle = CascadeAlice(key, perm_seed, post.cascade_passes)
+        k1 = first_block_size(stats.qber_est, post.cascade_k1_factor, post.qber_floor, key.size)
+        roots = oracle.root_parities(k1)
+        ch.send("ROOTS", {"count": int(roots.size)}, parity=np.packbits(roots))
         while True:
             kind, info, arrays = ch.recv()
             if kind == "PARITY":
-                ch.send("PARITY_R", parity=oracle.parities(arrays["lo"], arrays["hi"]))
+                ch.send("PARITY_R", parity=np.packbits(oracle.parities(arrays["lo"], arrays["hi"])))
             elif kind == "EC_DONE":
                 break
             else:
@@ -144,15 +150,13 @@ class AliceEngine:
 
         salt = rng.bytes(16)
         ch.send("VERIFY", {"salt": salt.hex(), "tag": verification_tag(key, salt, post.verify_tag_bits).hex()})
-        _, verdict, _ = ch.recv("VERIFY_R")
-        stats.verified = bool(verdict["match"])
-        if not stats.verified:
-            return _aborted(stats, self.buffer, "verification failed", started)
-
         m = _pa_length(cfg, key.size, corrected, leaked)
         seed_bits = rng.integers(0, 2, key.size + m - 1 if m else 0, dtype=np.uint8)
         ch.send("PA", {"m": m, "n_seed": int(seed_bits.size)}, seed=np.packbits(seed_bits))
-        ch.recv("DONE")
+        _, verdict, _ = ch.recv("DONE")
+        stats.verified = bool(verdict["match"])
+        if not stats.verified:
+            return _aborted(stats, self.buffer, "verification failed", started)
         if m == 0:
             return _aborted(stats, self.buffer, "no secret bits left", started)
         return _finish(stats, self.buffer, toeplitz_hash(key, seed_bits, m), started)
@@ -214,17 +218,21 @@ class BobEngine:
         elif key.size < post.min_block_bits:
             abort = f"only {key.size} bits after sampling"
         ch.send("PE", {"qber_est": stats.qber_est, "abort": abort})
+        _, ec, _ = ch.recv("EC")
         if abort:
             return _aborted(stats, self.buffer, abort, started)
 
-        _, ec, _ = ch.recv("EC")
-
         def ask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            ch.send("PARITY", lo=lo, hi=hi)
-            return ch.recv("PARITY_R")[2]["parity"]
+            wire = np.int32 if hi.size and hi.max() < 2**31 else np.int64  # fewer bytes on the wire
+            ch.send("PARITY", lo=lo.astype(wire), hi=hi.astype(wire))
+            return np.unpackbits(ch.recv("PARITY_R")[2]["parity"], count=lo.size)
+
+        def roots() -> np.ndarray:
+            _, info, arrays = ch.recv("ROOTS")
+            return np.unpackbits(arrays["parity"], count=int(info["count"]))
 
         result = cascade_correct(key, stats.qber_est, int(ec["perm_seed"]), ask, post.cascade_passes,
-                                 post.cascade_k1_factor, post.qber_floor)
+                                 post.cascade_k1_factor, post.qber_floor, root_parities=roots)
         ch.send("EC_DONE", {"corrected": result.corrected, "leaked": result.leaked})
         key = result.bits
         _record_ec(stats, key.size, result.corrected, result.leaked)
@@ -232,16 +240,14 @@ class BobEngine:
         _, verify, _ = ch.recv("VERIFY")
         mine = verification_tag(key, bytes.fromhex(verify["salt"]), post.verify_tag_bits)
         stats.verified = mine.hex() == verify["tag"]
-        ch.send("VERIFY_R", {"match": stats.verified})
+        _, pa, seed = ch.recv("PA")
+        ch.send("DONE", {"match": stats.verified})
         if not stats.verified:
             return _aborted(stats, self.buffer, "verification failed", started)
-
-        _, pa, seed = ch.recv("PA")
         m = int(pa["m"])
         if m != _pa_length(cfg, key.size, result.corrected, result.leaked):
             raise ChannelError("Alice and Bob disagree on the final key length")
         seed_bits = np.unpackbits(seed["seed"])[: int(pa["n_seed"])]
-        ch.send("DONE")
         if m == 0:
             return _aborted(stats, self.buffer, "no secret bits left", started)
         return _finish(stats, self.buffer, toeplitz_hash(key, seed_bits, m), started)
