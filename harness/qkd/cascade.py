@@ -26,9 +26,14 @@ may send them in one message instead of Bob asking pass by pass (``root_parities
 parities are disclosed and counted, with fewer round trips.
 
 Permutations are drawn by sorting random 64-bit keys that carry the element's index in their low
-bits (a uniform random permutation, ties having probability below ``n^2 / 2^(65 - log2 n)``):
+bits (a uniform random permutation, ties having probability below ``N^2 / 2^(65 - log2 N)``):
 numpy's vectorised sort is several times faster than its Fisher-Yates ``permutation``, whose
-random memory accesses dominated the profile.
+random memory accesses dominated the profile. They are drawn once per seed for ``N``, the power of
+two at or above the block length, and cached: a block of ``n`` bits uses, in each pass, the
+elements below ``n`` of the permutation of range(N), in their order, which is a uniform random
+permutation of range(n). Cascade needs its permutations public and independent of the errors, not
+fresh per block, so a link may use one seed for all its blocks (:mod:`harness.qkd.postproc` does)
+and pay for the sort once instead of per block and per end.
 
 Alice's side is :class:`CascadeAlice` (answers questions); Bob's is :func:`cascade_correct`,
 which takes any callable ``ask(lo, hi) -> parities``: a direct call in one process, or a message
@@ -37,6 +42,7 @@ round trip over the authenticated classical channel.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -66,37 +72,63 @@ def root_ranges(n: int, sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(los), np.concatenate(his)
 
 
+@functools.lru_cache(maxsize=2)
+def _drawn_permutations(seed: int, size: int, passes: int) -> np.ndarray:
+    """Rows of uniform random permutations of range(size), one per pass after the first (read-only)."""
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, size, 0x5CA])))
+    index_bits = max(1, (size - 1).bit_length())
+    mask = np.uint64((1 << index_bits) - 1)
+    ramp = np.arange(size, dtype=np.uint64)
+    rows = np.empty((max(passes - 1, 0), size), np.int32 if size < 2**31 else np.int64)
+    for row in rows:
+        keys = rng.bit_generator.random_raw(size)
+        keys &= ~mask
+        keys |= ramp
+        keys.sort()
+        np.bitwise_and(keys, mask, out=row, casting="unsafe")
+    rows.flags.writeable = False
+    return rows
+
+
+@functools.lru_cache(maxsize=2)
+def _drawn_inverse(seed: int, size: int, passes: int) -> np.ndarray:
+    """Inverse of each row of :func:`_drawn_permutations` (read-only)."""
+    drawn = _drawn_permutations(seed, size, passes)
+    inverse = np.empty_like(drawn)
+    ramp = np.arange(size, dtype=drawn.dtype)
+    for row, out in zip(drawn, inverse):
+        out[row] = ramp
+    inverse.flags.writeable = False
+    return inverse
+
+
 class PassOrder:
     """The public bit order of every pass (pass 0 is the identity), from a shared seed."""
 
     def __init__(self, seed: int, n: int, passes: int) -> None:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, n, 0x5CA])))
         self.n, self.passes = n, passes
-        index_bits = max(1, (n - 1).bit_length())
-        self._mask = np.uint64((1 << index_bits) - 1)
-        ramp = np.arange(n, dtype=np.uint64)
+        self._key = (int(seed), 1 << max(0, (n - 1).bit_length()), passes)
         self.flat = np.empty(passes * n, np.intp)   # flat position -> original bit index
         self.flat[:n] = np.arange(n)
+        drawn = _drawn_permutations(*self._key)
+        self._kept = []   # per pass after the first: which drawn positions hold a bit below n
         for p in range(1, passes):
-            keys = rng.bit_generator.random_raw(n)
-            keys &= ~self._mask
-            keys |= ramp
-            keys.sort()
-            np.bitwise_and(keys, self._mask, out=self.flat[p * n:(p + 1) * n], casting="unsafe")
-        self._inverse: np.ndarray | None = None
+            row = drawn[p - 1]
+            kept = row < n
+            self.flat[p * n:(p + 1) * n] = row[kept]
+            self._kept.append(kept)
+        self._rank: list[np.ndarray | None] = [None] * passes
 
     def position(self, p: int, bits: np.ndarray) -> np.ndarray:
         """Flat positions in pass ``p`` of the original bit indices ``bits``."""
+        bits = np.asarray(bits, np.intp)
         if p == 0:
-            return np.asarray(bits, np.intp)
-        if self._inverse is None:  # built on first use: Alice never needs it
-            n = self.n
-            self._inverse = np.empty((self.passes - 1) * n, np.intp)
-            ramp = np.arange(n, dtype=np.intp)
-            for q in range(1, self.passes):
-                self._inverse[(q - 1) * n:q * n][self.flat[q * n:(q + 1) * n]] = ramp
-                self._inverse[(q - 1) * n:q * n] += q * n
-        return self._inverse[(p - 1) * self.n + np.asarray(bits, np.intp)]
+            return bits
+        # Position in the drawn permutation, then rank among the kept positions (built on first
+        # use: Alice never needs it, and Bob only for the few bits he flips).
+        if self._rank[p] is None:
+            self._rank[p] = np.cumsum(self._kept[p - 1], dtype=np.intp) - 1 + p * self.n
+        return self._rank[p][_drawn_inverse(*self._key)[p - 1][bits]]
 
     def gather(self, bits: np.ndarray) -> np.ndarray:
         """``bits`` laid out in flat order (pass after pass)."""

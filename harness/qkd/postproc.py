@@ -8,8 +8,8 @@ back to back, without waiting for a reply, so a block costs few round trips):
 2. Sifting. BB84: B->A ``CLICKS`` (clicked pulses and B's bases), A->B ``SIFT`` (basis-match mask).
    SARG04: B->A ``CLICKS`` (pulses only), A->B ``SIFT`` (the pair of states per click),
    B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``.
-3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there) + ``EC`` (Cascade's
-   permutation seed), B->A ``PE`` (estimated QBER, abort flag). Sampled bits are discarded. Abort
+3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there) + ``EC`` (the seed
+   of Cascade's public permutations: one per link, so they are drawn once), B->A ``PE`` (estimated QBER, abort flag). Sampled bits are discarded. Abort
    above the QBER threshold (B still reads ``EC``).
 4. Error correction: A->B ``ROOTS`` (A's parities of every top-level Cascade sub-block of every
    pass, all of which Cascade asks anyway); B asks ``PARITY`` questions (bisection), A answers
@@ -38,6 +38,7 @@ from harness.qkd.privacy import final_length, toeplitz_hash, verification_tag
 from harness.qkd.rate import binary_entropy
 
 ALICE_STREAM = 1   # block_rng stream of Alice's public random choices (stream 0 is the quantum channel)
+PERMUTATION_STREAM = 2   # block_rng stream (block 0) of the link's Cascade permutation seed
 
 
 @dataclass
@@ -94,6 +95,7 @@ class AliceEngine:
 
     def __init__(self, config: QkdLinkConfig, channel: Channel, seed: int, buffer: KeyBuffer) -> None:
         self.config, self.channel, self.seed, self.buffer = config, channel, seed, buffer
+        self.perm_seed = int(block_rng(seed, 0, PERMUTATION_STREAM).integers(0, 2**62))
 
     def run_block(self, block: int, t_start: float, t_end: float) -> BlockStats:
         """Run one block with Bob; return its statistics."""
@@ -123,7 +125,7 @@ class AliceEngine:
 
         sample = np.sort(rng.choice(key.size, int(round(post.pe_sample_fraction * key.size)), replace=False))
         ch.send("SAMPLE", pos=sample.astype(np.int64), bits=key[sample])
-        perm_seed = int(rng.integers(0, 2**62))
+        perm_seed = self.perm_seed
         ch.send("EC", {"perm_seed": perm_seed})
         _, pe, _ = ch.recv("PE")
         stats.pe_bits, stats.qber_est = int(sample.size), float(pe["qber_est"])
