@@ -152,3 +152,41 @@ def test_capture_starting_inside_a_packet_resynchronises(tmp_path):
     assert readings["seq"].tolist() == [1]
     assert readings["latency_ms"].iloc[0] == pytest.approx(20.0, abs=0.01)
     assert stats.undecodable_bytes == len(tail) and stats.gaps == 0
+
+
+def _readings_and_stats(path):
+    readings, stats = read_mqtt_readings(path)
+    return readings[["device", "seq", "t_capture", "client"]].values.tolist(), stats.as_dict()
+
+
+def test_records_split_across_read_chunks_are_whole(monkeypatch):
+    from harness.analysis import packets
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    whole = _readings_and_stats(dc)
+    monkeypatch.setattr(packets, "_CHUNK_BYTES", 97)      # far smaller than one record
+    assert _readings_and_stats(dc) == whole and whole[1]["readings"] == 10
+
+
+def test_pcapng_nanosecond_and_cooked_captures_read_alike(tmp_path):
+    from scapy.layers.l2 import CookedLinux
+    from scapy.utils import PcapNgWriter, PcapWriter, rdpcap
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    expected = _readings_and_stats(dc)
+    packets = rdpcap(str(dc))
+    ng, nano, cooked = tmp_path / "dc.pcapng", tmp_path / "nano.pcap", tmp_path / "cooked.pcap"
+    with PcapNgWriter(str(ng)) as writer:
+        for packet in packets:
+            writer.write(packet)
+    with PcapWriter(str(nano), nano=True) as writer:
+        writer.write(packets)
+    relinked = []
+    for packet in packets:                                 # Linux "any"-interface framing
+        frame = CookedLinux(pkttype=0, proto=0x0800) / packet.payload
+        frame.time = packet.time
+        relinked.append(frame)
+    wrpcap(str(cooked), relinked)
+    for path in (ng, nano, cooked):
+        got = _readings_and_stats(path)
+        assert got[1] == expected[1], path
+        assert [row[:2] + row[3:] for row in got[0]] == [row[:2] + row[3:] for row in expected[0]], path
+        assert [row[2] for row in got[0]] == pytest.approx([row[2] for row in expected[0]], abs=1e-6), path
