@@ -7,7 +7,8 @@ back to back, without waiting for a reply, so a block costs few round trips):
    block's detection events from the shared channel seed (:mod:`harness.qkd.physical`).
 2. Sifting. BB84: B->A ``CLICKS`` (clicked pulses and B's bases), A->B ``SIFT`` (basis-match mask).
    SARG04: B->A ``CLICKS`` (pulses only), A->B ``SIFT`` (the pair of states per click),
-   B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``.
+   B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``. Pulses travel as gaps
+   between clicks (4 bytes each), bit arrays packed 8 to a byte: a long block is megabytes.
 3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there) + ``EC`` (the seed
    of Cascade's public permutations: one per link, so they are drawn once), B->A ``PE`` (estimated QBER, abort flag). Sampled bits are discarded. Abort
    above the QBER threshold (B still reads ``EC``).
@@ -85,6 +86,19 @@ def _aborted(stats: BlockStats, buffer: KeyBuffer, reason: str, started: float) 
     return _finish(stats, buffer, np.zeros(0, np.uint8), started)
 
 
+def _gaps(pulse: np.ndarray) -> np.ndarray:
+    """Clicked pulse indices as gaps from the previous click (first: from 0), in 4 bytes if they fit."""
+    gaps = np.diff(pulse, prepend=0)
+    return gaps.astype(np.uint32) if gaps.size and gaps.max() < 2**32 else gaps.astype(np.int64)
+
+
+def _unpack(packed: np.ndarray, count: int) -> np.ndarray:
+    """Bits sent with ``np.packbits``; a length that does not match is a protocol error."""
+    if packed.dtype != np.uint8 or packed.ndim != 1 or packed.size != -(-count // 8):
+        raise ChannelError(f"packed bit array of {packed.size} bytes for {count} bits")
+    return np.unpackbits(packed, count=count)
+
+
 def _pa_length(config: QkdLinkConfig, n: int, corrected: int, leaked: int) -> int:
     post = config.post
     return final_length(n, corrected / n if n else 0.0, leaked, post.verify_tag_bits, post.pa_margin_bits)
@@ -107,20 +121,24 @@ class AliceEngine:
                           "handed_out": self.buffer.take_handed_out()})
         _, info, arrays = ch.recv("CLICKS")
         self.buffer.mark_handed_out(info["handed_out"])
-        stats = BlockStats(block, t_start, t_end, raw=int(arrays["pulse"].size))
-        at = np.searchsorted(view.pulse, arrays["pulse"])
-        if arrays["pulse"].size and (at.max() >= view.pulse.size or np.any(view.pulse[at] != arrays["pulse"])):
-            raise ChannelError("Bob announced clicks on pulses Alice never sent (seed or config mismatch)")
-        basis, bit = view.basis[at], view.bit[at]
+        pulse = np.cumsum(arrays["gaps"], dtype=np.int64)
+        stats = BlockStats(block, t_start, t_end, raw=int(pulse.size))
+        if np.array_equal(pulse, view.pulse):   # always, unless the ends disagree on seed or config
+            basis, bit = view.basis, view.bit
+        else:
+            at = np.searchsorted(view.pulse, pulse)
+            if pulse.size and (at.max() >= view.pulse.size or np.any(view.pulse[at] != pulse)):
+                raise ChannelError("Bob announced clicks on pulses Alice never sent (seed or config mismatch)")
+            basis, bit = view.basis[at], view.bit[at]
         if cfg.protocol == "BB84":
-            keep = bb84_match(basis, arrays["basis"])
-            ch.send("SIFT", keep=keep.astype(np.uint8))
+            keep = bb84_match(basis, _unpack(arrays["basis"], pulse.size))
+            ch.send("SIFT", keep=np.packbits(keep))
             key = bit[keep]
         else:
-            z_value, x_value = sarg04_announcement(type(view)(arrays["pulse"], basis, bit), rng)
-            ch.send("SIFT", z=z_value, x=x_value)
+            z_value, x_value = sarg04_announcement(type(view)(pulse, basis, bit), rng)
+            ch.send("SIFT", z=np.packbits(z_value), x=np.packbits(x_value))
             _, _, reply = ch.recv("CONCLUSIVE")
-            key = basis[reply["keep"].astype(bool)]
+            key = basis[_unpack(reply["keep"], pulse.size).astype(bool)]
         stats.sifted = int(key.size)
 
         sample = np.sort(rng.choice(key.size, int(round(post.pe_sample_fraction * key.size)), replace=False))
@@ -198,15 +216,16 @@ class BobEngine:
         view: BobView = generate_events(cfg, self.seed, block, t_end - t_start).bob
         stats = BlockStats(block, t_start, t_end, raw=int(view.pulse.size))
         handed = {"handed_out": self.buffer.take_handed_out()}
+        clicks, gaps = view.pulse.size, _gaps(view.pulse)
         if cfg.protocol == "BB84":
-            ch.send("CLICKS", handed, pulse=view.pulse, basis=view.basis)
+            ch.send("CLICKS", handed, gaps=gaps, basis=np.packbits(view.basis))
             _, _, arrays = ch.recv("SIFT")
-            key = view.bit[arrays["keep"].astype(bool)]
+            key = view.bit[_unpack(arrays["keep"], clicks).astype(bool)]
         else:
-            ch.send("CLICKS", handed, pulse=view.pulse)
+            ch.send("CLICKS", handed, gaps=gaps)
             _, _, arrays = ch.recv("SIFT")
-            keep, key = sarg04_conclude(view, arrays["z"], arrays["x"])
-            ch.send("CONCLUSIVE", keep=keep.astype(np.uint8))
+            keep, key = sarg04_conclude(view, _unpack(arrays["z"], clicks), _unpack(arrays["x"], clicks))
+            ch.send("CONCLUSIVE", keep=np.packbits(keep))
         stats.sifted = int(key.size)
 
         _, _, sample = ch.recv("SAMPLE")
@@ -227,11 +246,11 @@ class BobEngine:
         def ask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
             wire = np.int32 if hi.size and hi.max() < 2**31 else np.int64  # fewer bytes on the wire
             ch.send("PARITY", lo=lo.astype(wire), hi=hi.astype(wire))
-            return np.unpackbits(ch.recv("PARITY_R")[2]["parity"], count=lo.size)
+            return _unpack(ch.recv("PARITY_R")[2]["parity"], lo.size)
 
         def roots() -> np.ndarray:
             _, info, arrays = ch.recv("ROOTS")
-            return np.unpackbits(arrays["parity"], count=int(info["count"]))
+            return _unpack(arrays["parity"], int(info["count"]))
 
         result = cascade_correct(key, stats.qber_est, int(ec["perm_seed"]), ask, post.cascade_passes,
                                  post.cascade_k1_factor, post.qber_floor, root_parities=roots)
