@@ -162,7 +162,7 @@ class CascadeAlice:
         hi = np.asarray(hi, np.intp)
         if lo.shape != hi.shape or lo.ndim != 1:
             raise ValueError("parity question with malformed ranges")
-        if lo.size and (lo.min() < 0 or hi.max() > self._prefix.size - 1 or (hi - lo).min() <= 0):
+        if lo.size and np.any((lo < 0) | (hi > self._prefix.size - 1) | (hi <= lo)):   # one reduction
             raise ValueError("parity question with malformed ranges")
         self.answered += int(lo.size)
         return ((self._prefix[hi] - self._prefix[lo]) & 1).astype(np.uint8)

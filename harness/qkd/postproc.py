@@ -243,8 +243,9 @@ class BobEngine:
         if abort:
             return _aborted(stats, self.buffer, abort, started)
 
+        wire = np.int32 if post.cascade_passes * key.size < 2**31 else np.int64   # flat positions, few bytes
+
         def ask(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-            wire = np.int32 if hi.size and hi.max() < 2**31 else np.int64  # fewer bytes on the wire
             ch.send("PARITY", lo=lo.astype(wire), hi=hi.astype(wire))
             return _unpack(ch.recv("PARITY_R")[2]["parity"], lo.size)
 
