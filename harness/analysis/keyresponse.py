@@ -100,12 +100,10 @@ def read_key_responses(pcap: str | Path, port: int = CLAVIS_PORT) -> pd.DataFram
     key_request_id, error_status, key_hex, device_id, crc32, crc_ok, raw_hex.
     """
     rows = []
-    for time, src, dst, segment in IpPackets(pcap, UDP):
+    for time, src, dst, segment in IpPackets(pcap, UDP, sport=port):
         if len(segment) < 8:
             continue
         sport, dport, length = struct.unpack_from("!HHH", segment)
-        if sport != port:
-            continue
         data = segment[8:max(length, 8)]   # the UDP length, not any padding after it
         try:
             response = decode_key_response(data)

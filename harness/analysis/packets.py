@@ -113,15 +113,23 @@ class IpPackets:
     packet, or directly after the IPv6 header (assumption: no extension headers), are yielded.
     Addresses are packed (4 or 16 bytes; :func:`address_text` formats them); ``segment`` is the
     transport header and payload, cut where the IP length says the packet ends (Ethernet padding
-    dropped). ``frames`` counts every record read, yielded or not.
+    dropped). ``sport``/``dport``, if given, keep only segments from/to that port (checked before
+    anything is copied). ``frames`` counts every record read, yielded or not.
     """
 
-    def __init__(self, pcap: str | Path, protocol: int) -> None:
-        self.pcap, self.protocol = pcap, protocol
+    def __init__(self, pcap: str | Path, protocol: int, sport: int | None = None,
+                 dport: int | None = None) -> None:
+        self.pcap, self.protocol, self.sport, self.dport = pcap, protocol, sport, dport
         self.frames = 0
 
+    def _ports_match(self, frame: bytes, l4: int) -> bool:
+        if len(frame) < l4 + 4:
+            return False
+        return ((self.sport is None or (frame[l4] << 8 | frame[l4 + 1]) == self.sport)
+                and (self.dport is None or (frame[l4 + 2] << 8 | frame[l4 + 3]) == self.dport))
+
     def __iter__(self) -> Iterator[tuple[float, bytes, bytes, bytes]]:
-        protocol = self.protocol
+        protocol, any_port = self.protocol, self.sport is None and self.dport is None
         for stamp, linktype, frame in frames(self.pcap):
             self.frames += 1
             start = _ip_offset(frame, linktype)
@@ -134,9 +142,13 @@ class IpPackets:
                 # A fragment holds no whole segment; a header longer than the packet is corrupt.
                 if proto != protocol or _U16.unpack_from(frame, start + 6)[0] & 0x3FFF or header > total:
                     continue
+                if not (any_port or self._ports_match(frame, start + header)):
+                    continue
                 yield (stamp, frame[start + 12:start + 16], frame[start + 16:start + 20],
                        frame[start + header:start + total])
             elif version == 6 and len(frame) >= start + 40 and frame[start + 6] == protocol:
+                if not (any_port or self._ports_match(frame, start + 40)):
+                    continue
                 payload = _U16.unpack_from(frame, start + 4)[0]
                 yield (stamp, frame[start + 8:start + 24], frame[start + 24:start + 40],
                        frame[start + 40:start + 40 + payload])

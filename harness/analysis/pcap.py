@@ -79,13 +79,11 @@ def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[
     """
     stats = CaptureStats()
     streams: dict[tuple, _Stream] = {}
-    packets = IpPackets(pcap, TCP)
+    packets = IpPackets(pcap, TCP, dport=broker_port)
     for time, src, dst, segment in packets:
         if len(segment) < 20:
             continue
         sport, dport, seq, _, offset, flags = _TCP_HEAD.unpack_from(segment)
-        if dport != broker_port:
-            continue
         stats.tcp_segments += 1
         key = (src, sport, dst, dport)
         stream = streams.get(key)

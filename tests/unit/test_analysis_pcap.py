@@ -190,3 +190,18 @@ def test_pcapng_nanosecond_and_cooked_captures_read_alike(tmp_path):
         assert got[1] == expected[1], path
         assert [row[:2] + row[3:] for row in got[0]] == [row[:2] + row[3:] for row in expected[0]], path
         assert [row[2] for row in got[0]] == pytest.approx([row[2] for row in expected[0]], abs=1e-6), path
+
+
+def test_wire_for_mode_parses_two_captures_in_parallel_alike(monkeypatch):
+    import pandas as pd
+    from harness.analysis import wire
+    broker, device = FIXTURE / "qkd" / "pcap" / "dc.pcap", FIXTURE / "qkd" / "pcap" / "gw-wlan.pcap"
+    readings, _ = read_mqtt_readings(device)
+    messages = readings[["device", "seq", "t_emul", "t_sent"]].assign(received=1, latency_ms=1.0)
+    sequential = wire.wire_for_mode(messages, broker, device)
+    monkeypatch.setattr(wire, "PARALLEL_PARSE_BYTES", 0)          # the fixture is tiny: force the pool
+    parallel = wire.wire_for_mode(messages, broker, device)
+    pd.testing.assert_frame_equal(parallel[0], sequential[0])
+    assert parallel[1] == sequential[1] and parallel[1]["broker_seen"] == 10
+    with pytest.raises(ValueError, match="cannot read"):
+        wire.wire_for_mode(messages, broker, FIXTURE / "missing.pcap")
