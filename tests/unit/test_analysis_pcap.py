@@ -205,3 +205,21 @@ def test_wire_for_mode_parses_two_captures_in_parallel_alike(monkeypatch):
     assert parallel[1] == sequential[1] and parallel[1]["broker_seen"] == 10
     with pytest.raises(ValueError, match="cannot read"):
         wire.wire_for_mode(messages, broker, FIXTURE / "missing.pcap")
+
+
+def test_vlan_ipv6_and_fragments(tmp_path):
+    from scapy.layers.inet import IP as IPv4
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q
+    gen = _generator()
+    data = gen.publish("d1", 0, "qkd", 1)
+    v6 = (Ether() / Dot1Q(vlan=7) / IPv6(src="fd00::9", dst="fd00::1")
+          / TCP(sport=41000, dport=1883, seq=10, flags="PA") / Raw(data))
+    v6.time = T0 + 0.25
+    fragment = Ether() / IPv4(src="10.0.1.9", dst="10.0.0.100", flags="MF") / TCP(dport=1883, seq=10) / Raw(data)
+    fragment.time = T0 + 0.5
+    path = tmp_path / "v6.pcap"
+    wrpcap(str(path), [v6, fragment])
+    readings, stats = read_mqtt_readings(path)
+    assert stats.packets == 2 and stats.tcp_segments == 1 and stats.readings == 1
+    assert readings["client"].tolist() == ["fd00::9:41000"] and readings["seq"].tolist() == [0]
