@@ -16,7 +16,12 @@ one ``sendmsg`` per packet as the daemon's largest cost: the kernel reinjects th
 that call. NetfilterQueue has no batch call, so the message is built here (netlink and
 nfnetlink_queue headers, ``linux/netfilter/nfnetlink_queue.h``) and sent on the queue's own socket
 (the kernel only takes verdicts from the socket that bound the queue). Only the packet id is kept
-per held packet, not NetfilterQueue's packet object.
+per held packet, not NetfilterQueue's packet object. Batching pays when several packets are due
+at one wake-up (bursts, wake-ups late under load); at a steady paced rate each wake-up releases one
+packet and the cost per packet is that of the two wake-ups (arrival, release) and of the kernel's
+reinjection, which no userspace change removes (``benchmarks/bench_shaper.py``). A packet whose
+queue message the socket dropped (``ENOBUFS``) is released with the next batch instead of being
+held by the kernel for ever.
 """
 
 from __future__ import annotations
@@ -89,6 +94,7 @@ class _Verdicts:
                                    4 + 8, _NFQA_VERDICT_HDR, socket.htonl(_NF_ACCEPT), socket.htonl(packet_id)))
 
     def close(self) -> None:
+        """Close this end's duplicate of the queue socket."""
         self.sock.close()
 
 

@@ -10,8 +10,9 @@ back to back, without waiting for a reply, so a block costs few round trips):
    B->A ``CONCLUSIVE`` (mask). Key ids B handed out ride on ``CLICKS``. Pulses travel as gaps
    between clicks (4 bytes each), bit arrays packed 8 to a byte: a long block is megabytes.
 3. Parameter estimation: A->B ``SAMPLE`` (random positions, A's bits there) + ``EC`` (the seed
-   of Cascade's public permutations: one per link, so they are drawn once), B->A ``PE`` (estimated QBER, abort flag). Sampled bits are discarded. Abort
-   above the QBER threshold (B still reads ``EC``).
+   of Cascade's public permutations: one per link, so they are drawn once), B->A ``PE``
+   (estimated QBER, abort flag). Sampled bits are discarded. Abort above the QBER threshold
+   (B still reads ``EC``).
 4. Error correction: A->B ``ROOTS`` (A's parities of every top-level Cascade sub-block of every
    pass, all of which Cascade asks anyway); B asks ``PARITY`` questions (bisection), A answers
    ``PARITY_R``; B->A ``EC_DONE`` (bits corrected, parities leaked).
@@ -143,15 +144,14 @@ class AliceEngine:
 
         sample = np.sort(rng.choice(key.size, int(round(post.pe_sample_fraction * key.size)), replace=False))
         ch.send("SAMPLE", pos=sample.astype(np.int64), bits=key[sample])
-        perm_seed = self.perm_seed
-        ch.send("EC", {"perm_seed": perm_seed})
+        ch.send("EC", {"perm_seed": self.perm_seed})
         _, pe, _ = ch.recv("PE")
         stats.pe_bits, stats.qber_est = int(sample.size), float(pe["qber_est"])
         if pe["abort"]:
             return _aborted(stats, self.buffer, pe["abort"], started)
         key = np.delete(key, sample)
 
-        oracle = CascadeAlice(key, perm_seed, post.cascade_passes)
+        oracle = CascadeAlice(key, self.perm_seed, post.cascade_passes)
         k1 = first_block_size(stats.qber_est, post.cascade_k1_factor, post.qber_floor, key.size)
         roots = oracle.root_parities(k1)
         ch.send("ROOTS", {"count": int(roots.size)}, parity=np.packbits(roots))
