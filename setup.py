@@ -7,7 +7,7 @@ setup(
     description="Mininet testbed comparing QKD-delivered keys with on-device ECC key generation for IoT",
     packages=find_packages(include=["harness", "harness.*", "topologies", "topologies.*",
                                     "controllers", "controllers.*"]),
-    package_data={"harness": ["py.typed"]},
+    package_data={"harness": ["analysis/*.html.j2"]},
     python_requires=">=3.11",
     install_requires=[
         "click>=8.1",
@@ -20,6 +20,7 @@ setup(
         "NetfilterQueue>=1.1",
         "matplotlib>=3.7",
         "scipy>=1.10",
+        "jinja2>=3.1",
     ],
     extras_require={"test": ["pytest>=7", "pyyaml>=6"]},
     entry_points={"console_scripts": ["qiot=harness.cli:main"]},

@@ -11,7 +11,7 @@ import time
 
 from harness.energy.profile import DeviceProfile
 from harness.energy.simulate import SimConfig, simulate
-from harness.energy.stats import summarize_energy
+from harness.results import summarize_energy
 
 VARIANTS = [
     ("dkg p256", dict(mode="dkg")),
@@ -48,7 +48,7 @@ def main() -> None:
             result = simulate(profile, config)
             elapsed = time.perf_counter() - started
             assert result.sent == result.decrypted
-            s = summarize_energy(result.rows, interval_s=config.interval_s)
+            s = summarize_energy(result.rows)
             whole = result.cumulative
             rdc = sum(r.rdc for r in whole) / len(whole)
             life = sum(r.battery_life_days for r in whole) / len(whole)

@@ -67,7 +67,7 @@ def measure(devices: int, timeout_s: float) -> dict:
     quiet = scenario.load("bcn").with_overrides({
         "devices.count": devices, "wireless.delay_ms": 0.0, "wireless.jitter_ms": 0.0, "wireless.loss_pct": 0.0})
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-provisioning-{devices}-"))
-    bed = Testbed(quiet, run_dir, RunState(f"bench-provisioning-{devices}"))
+    bed = Testbed.for_scenario(quiet, run_dir, RunState(f"bench-provisioning-{devices}"))
     try:
         bed.up()
         start_key_manager(bed.net.netns_pid("dc"))

@@ -15,7 +15,7 @@ from os_ken.ofproto import ofproto_v1_3
 
 # Learned flows expire when a conversation goes idle, so a host that moves (or a restarted run that
 # reuses a MAC on another port) is re-learned instead of black-holed.
-LEARNED_FLOW_IDLE_TIMEOUT_S = 60
+from controllers.settings import LEARNED_FLOW_IDLE_TIMEOUT_S
 
 
 class QiotL2Switch(app_manager.OSKenApp):

@@ -1,6 +1,8 @@
 """Start os-ken with qiot's controller apps: the launcher os-ken >= 4 no longer ships.
 
-Usage: ``python -m controllers.launch --port 6653 [--inventory inventory.json --state-dir DIR
+In a run: ``python -m controllers.launch --config RUN_DIR/config/run.json --role controller``: ports,
+inventory, state folder, access switch and gateway address come from the run configuration.
+Standalone: ``python -m controllers.launch --port 6653 [--inventory inventory.json --state-dir DIR
 --rest-port R] [--key-request-url URL [--key-request-netns-pid PID]]``. With an inventory the
 provisioning app (:mod:`controllers.provisioning`) runs, without one the plain learning switch
 (:mod:`controllers.l2switch`). The OpenFlow port is checked before os-ken starts because os-ken
@@ -19,6 +21,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from topologies.fig1 import ACCESS_SWITCH, GW_WIRELESS_IP
 
 L2_APP, PROVISIONING_APP = "controllers.l2switch", "controllers.provisioning"
 
@@ -62,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inventory", type=Path, help="JSON inventory of the devices (device_id, mac, ip, credentials)")
     parser.add_argument("--state-dir", type=Path, help="folder for the persistent registry and the final snapshot")
     parser.add_argument("--rest-port", type=int, help="northbound REST port on 127.0.0.1")
-    parser.add_argument("--access-switch", default="qap4", help="bridge name of the wireless access switch")
-    parser.add_argument("--gateway-ip", default="10.1.0.1", help="the gateway's address on the device side")
-    parser.add_argument("--discovery-timeout-s", type=float, default=60.0,
-                        help="seconds after the access switch connects before missing devices are reported")
+    parser.add_argument("--access-switch", default=ACCESS_SWITCH, help="bridge name of the wireless access switch")
+    parser.add_argument("--gateway-ip", default=GW_WIRELESS_IP, help="the gateway's address on the device side")
+    parser.add_argument("--discovery-timeout-s", type=float, default=None,
+                        help="seconds after the access switch connects before missing devices are reported "
+                             "(default: the provisioning settings' discovery_timeout_s)")
+    parser.add_argument("--config", type=Path, help="a run's config/run.json (with --role controller)")
+    parser.add_argument("--role", help="this daemon's name in the run (controller)")
     parser.add_argument("--key-request-url", help="key manager: POST {'devices': [...]} -> {'keys': {id: key_id}}")
     parser.add_argument("--key-request-netns-pid", type=int,
                         help="PID of a process in the network namespace to send the key request from")
@@ -81,17 +88,46 @@ def settings_from_args(args: argparse.Namespace):
 
     if args.inventory is None:
         return None
+    timeout = {} if args.discovery_timeout_s is None else {"discovery_timeout_s": args.discovery_timeout_s}
     return ProvisioningSettings(
         inventory_path=args.inventory, state_dir=args.state_dir or args.inventory.parent,
         rest_port=args.rest_port, access_switch=args.access_switch, gateway_ip=args.gateway_ip,
-        discovery_timeout_s=args.discovery_timeout_s, key_request_url=args.key_request_url,
+        **timeout, key_request_url=args.key_request_url,
         key_request_netns_pid=args.key_request_netns_pid, key_request_ca=args.key_request_ca,
         key_request_cert=args.key_request_cert, key_request_key=args.key_request_key)
+
+
+def inventory_path(config) -> Path:
+    """Where a run keeps the device inventory the controller provisions by."""
+    return config.config_dir / "inventory.json"
+
+
+def check(config, role: str) -> list[str]:
+    """Pre-start check of the controller's part of the run configuration."""
+    problems = [] if role == "controller" else [f"unknown role {role!r} (the controller's role is 'controller')"]
+    if not inventory_path(config).is_file():
+        problems.append(f"{inventory_path(config)}: missing (written before the daemons start)")
+    return problems
+
+
+def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the launcher's options from the run configuration (explicit options still win)."""
+    from harness import runconfig
+
+    config = runconfig.read(args.config)
+    args.port, args.rest_port = config.controller.openflow, config.controller.rest
+    args.inventory, args.state_dir = inventory_path(config), config.path / "controller"
+    args.access_switch, args.gateway_ip = config.site.access_switch, config.site.gw_wireless_ip
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.config is not None:
+        if args.role != "controller":
+            parser.error("--config needs --role controller")
+        args = _from_run_config(args)
     settings = settings_from_args(args)
     if settings is not None:
         from controllers.inventory import Inventory, InventoryError

@@ -10,6 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from topologies.fig1 import ACCESS_SWITCH, GW_WIRELESS_IP
+
+# Assumption: learned flows idle out after 60 s (infrastructure switches of the provisioning app and
+# the plain learning switch alike), so a host that moves (or a restarted run) is relearned.
+LEARNED_FLOW_IDLE_TIMEOUT_S = 60
+
 
 @dataclass(frozen=True)
 class ProvisioningSettings:
@@ -21,9 +27,9 @@ class ProvisioningSettings:
     rest_host: str = "127.0.0.1"
 
     #: Bridge name of the wireless access switch (Fig. 1's ``qap4``); devices attach only there.
-    access_switch: str = "qap4"
+    access_switch: str = ACCESS_SWITCH
     #: The gateway's address on the wireless side: the access-switch port it answers from is the uplink.
-    gateway_ip: str = "10.1.0.1"
+    gateway_ip: str = GW_WIRELESS_IP
     #: Source MAC of the controller's own ARP probes: locally administered, outside the device range.
     probe_mac: str = "02:51:c0:00:00:01"
 
@@ -32,8 +38,7 @@ class ProvisioningSettings:
     # Assumption: devices not discovered 60 s after the access switch connects are reported missing
     # and the keys of the discovered ones are requested without them.
     discovery_timeout_s: float = 60.0
-    # Assumption: learned flows on infrastructure switches idle out after 60 s (as in l2switch).
-    learned_idle_timeout_s: int = 60
+    learned_idle_timeout_s: int = LEARNED_FLOW_IDLE_TIMEOUT_S
     # Assumption: a rogue's drop flow idles out after 60 s and is re-examined at the latest after
     # 300 s, so a MAC-flooding host cannot fill the flow table with permanent entries.
     rogue_idle_timeout_s: int = 60

@@ -6,7 +6,6 @@ Every command reports bad input as one line and a non-zero exit status, never a 
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -50,9 +49,9 @@ def list_scenarios() -> None:
         except scenarios.ScenarioError as exc:
             click.echo(f"{name:10s} INVALID: {exc}")
             continue
-        fibre = loaded.section("fibre")
-        click.echo(f"{name:10s} {fibre['length_km']:5.1f} km  {fibre['loss_db']:4.1f} dB  "
-                   f"{loaded.section('devices')['count']:4d} devices  {loaded.data['scenario']['description']}")
+        settings = loaded.settings
+        click.echo(f"{name:10s} {settings.fibre.length_km:5.1f} km  {settings.fibre.loss_db:4.1f} dB  "
+                   f"{settings.devices.count:4d} devices  {settings.scenario.description}")
 
 
 @cli.command("run")
@@ -68,59 +67,58 @@ def list_scenarios() -> None:
               help="Emulated seconds per wall second for sleeps and periodic work; the network is "
                    "never accelerated [default: the scenario's run.time_scale].")
 @click.option("--seed", type=int, default=None, help="Random seed [default: the scenario's run.seed].")
+@click.option("--fault", "faults", multiple=True, metavar="KIND[:TARGET]@AT+DURATION",
+              help="Add a fault to the scenario's [[faults]] (emulated seconds after each mode starts), "
+                   "e.g. fibre_cut@600+600 (repeatable).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_RESULTS_DIR,
               show_default=True, help="Folder in which the run directory is created.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_command(scenario_name, hours, devices, mode, time_scale, seed, out_dir, quiet) -> None:
+def run_command(scenario_name, hours, devices, mode, time_scale, seed, faults, out_dir, quiet) -> None:
     """Build the paper's Figure 1 network, run the devices in each key mode, write a run directory."""
-    loaded = _load_scenario(scenario_name)
+    from harness import runconfig
+    from harness.enums import MODES
+    from harness.faults import parse_fault
+    from harness.lifecycle import StopRequest, stop_on_signals
+
+    try:
+        extra = tuple(parse_fault(text) for text in faults)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fault") from None
+    try:
+        loaded = runconfig.overridden(_load_scenario(scenario_name), hours=hours, devices=devices,
+                                      time_scale=time_scale, seed=seed, faults=extra)
+    except scenarios.ScenarioError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scenario") from None
     _require_root("qiot run")
     from harness import runner
 
-    run_cfg = loaded.section("run")
-    options = runner.RunOptions(
-        scenario=loaded, modes=runner.MODES if mode == "both" else (mode,),
-        out_dir=out_dir, hours=hours if hours is not None else run_cfg["hours"],
-        time_scale=time_scale if time_scale is not None else run_cfg["time_scale"],
-        devices=devices if devices is not None else loaded.section("devices")["count"],
-        seed=seed if seed is not None else run_cfg["seed"])
-    if options.hours <= 0:
-        raise click.BadParameter("must be > 0", param_hint="--hours")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise click.BadParameter(f"cannot create {out_dir}: {exc.strerror}", param_hint="--out") from None
     bar = None if quiet else _ProgressBar()
-    options.progress = bar
-    # SIGTERM ends a run the same way Ctrl-C does: teardown runs and the results are kept, marked.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    click.echo(f"qiot: scenario {loaded.name} ({loaded.path}), {options.devices} devices, "
-               f"{options.hours:g} h per mode, time scale {options.time_scale:g}, modes {', '.join(options.modes)}")
-    try:
-        outcome = runner.run(options)
-    except (runner.RunInterrupted, KeyboardInterrupt):
-        raise click.ClickException("interrupted before the run directory was created")
-    except Exception as exc:  # the run directory says 'failed'; the user gets one line, not a traceback
-        if bar:
-            bar.finish()
-        raise click.ClickException(f"run failed: {exc}") from None
-    finally:
-        if bar:
-            bar.finish()
-    for summary in outcome.summaries.values():
-        if summary:
-            click.echo(f"  {summary['mode']}: {summary['received']}/{summary['sent']} readings received, "
-                       f"loss {summary['loss_pct']:.2f}%, latency mean {summary['latency_mean_ms']:.2f} ms "
-                       f"(95% CI +/- {summary['latency_ci95_ms']:.2f})")
+    options = runner.RunOptions(scenario=loaded, modes=MODES if mode == "both" else (mode,), out_dir=out_dir,
+                                progress=bar)
+    run_settings = loaded.settings.run
+    click.echo(f"qiot: scenario {loaded.name} ({loaded.path}), {loaded.settings.devices.count} devices, "
+               f"{run_settings.hours:g} h per mode, time scale {run_settings.time_scale:g}, "
+               f"modes {', '.join(options.modes)}")
+    # Ctrl-C and SIGTERM only ask the run to stop; it tears down and keeps its results, marked.
+    with stop_on_signals(StopRequest()) as stop:
+        try:
+            outcome = runner.run(options, stop)
+        finally:
+            if bar:
+                bar.finish()
+    from harness.analysis.compare import headline
+
+    click.echo("\n" + headline(outcome.run_dir) + "\n")
+    if outcome.status == "failed":
+        click.echo(f"qiot: run failed: {outcome.reason.splitlines()[0] if outcome.reason else 'see logs/'}",
+                   err=True)
     click.echo(f"qiot: run {outcome.status}: {outcome.run_dir}")
     if outcome.status != "completed":
         sys.exit(130 if outcome.status == "interrupted" else 1)
-
-
-def _raise_interrupt(_signum, _frame):
-    from harness.runner import RunInterrupted
-
-    raise RunInterrupted()
 
 
 class _ProgressBar:

@@ -6,8 +6,8 @@
 - DKG: an ECC key pair on each side (P-256 by default, X25519 as option), public keys exchanged over
   the network, ECDH, then HKDF-SHA256 bound to both public keys and the device id, so device and
   platform derive the same 32-byte AES key.
-- QKD: the gateway wraps each QKD key under a pre-shared per-device key-encryption key (AES key wrap,
-  RFC 3394) and the device unwraps it.
+- QKD keys reach the device through the gateway relay (:mod:`harness.kme.device`); over the
+  ``psk_wrap`` transport they travel AES-GCM-wrapped under the device's pre-shared key (:mod:`harness.kme.wrap`).
 - A seeded Pysense sensor model gives plausible readings.
 Everything is real cryptography from ``cryptography``; the ESP32 time of each step is accounted
 separately by :mod:`harness.energy`.
@@ -30,17 +30,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
+
+from harness.enums import DkgCurve, Mode, values
 
 PAYLOAD_VERSION = 1
 #: Cleartext header fields of the MQTT reading payload; they form the AEAD associated data.
 HEADER_FIELDS = ("v", "device", "seq", "t_sent", "t_emul", "mode", "key_id")
-MODES = ("qkd", "dkg")
+MODES = values(Mode)
 KEY_BYTES = 32      # paper: 256-bit keys
 NONCE_BYTES = 12    # AES-GCM standard nonce (NIST SP 800-38D)
-CURVES = ("p256", "x25519")
+CURVES = values(DkgCurve)
 DKG_INFO = b"qiot-dkg-v1|"
-KEK_INFO = b"qiot-kek-v1|"
 
 
 class PayloadError(ValueError):
@@ -52,12 +52,18 @@ class DecryptError(PayloadError):
 
 
 class KeyExchangeError(ValueError):
-    """A public key or wrapped key received over the network is invalid."""
+    """A public key received over the network is invalid."""
+
+
+#: MQTT topics of the device/platform exchanges (a device's readings; the DKG key agreement).
+READING_TOPIC = "qiot/{device}/reading"
+DKG_REQUEST_TOPIC = "qiot/{device}/dkg/request"
+DKG_RESPONSE_TOPIC = "qiot/{device}/dkg/response"
 
 
 def topic_for(device: str) -> str:
     """MQTT topic of a device's readings."""
-    return f"qiot/{device}/reading"
+    return READING_TOPIC.format(device=device)
 
 
 # --- readings ----------------------------------------------------------------------------------
@@ -171,26 +177,6 @@ class DkgParty:
 def dkg_key_id(device_public: bytes, platform_public: bytes) -> str:
     """A key id both sides compute from the exchanged public keys (for the payload's key_id)."""
     return "dkg-" + hashlib.sha256(device_public + platform_public).hexdigest()[:16]
-
-
-# --- QKD key delivery --------------------------------------------------------------------------
-def device_kek(master_secret: bytes, device_id: str) -> bytes:
-    """The pre-shared per-device key-encryption key, derived from a provisioning master secret."""
-    hkdf = HKDF(hashes.SHA256(), KEY_BYTES, salt=None, info=KEK_INFO + device_id.encode())
-    return hkdf.derive(master_secret)
-
-
-def wrap_key(kek: bytes, key: bytes) -> bytes:
-    """Gateway side: wrap a QKD key under the device's KEK (AES key wrap, RFC 3394)."""
-    return aes_key_wrap(kek, key)
-
-
-def unwrap_key(kek: bytes, wrapped: bytes) -> bytes:
-    """Device side: unwrap a QKD key; raise KeyExchangeError if it fails the integrity check."""
-    try:
-        return aes_key_unwrap(kek, wrapped)
-    except (InvalidUnwrap, ValueError) as exc:
-        raise KeyExchangeError(f"wrapped key rejected: {exc or 'integrity check failed'}") from None
 
 
 # --- Pysense sensors ---------------------------------------------------------------------------

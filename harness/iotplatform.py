@@ -1,6 +1,7 @@
 """The IoT platform at the data centre: receives, decrypts and records every device reading.
 
-Run inside the data-centre host as
+In a run, inside the data-centre host: ``python -m harness.iotplatform --config RUN_DIR/config/run.json
+--role platform-qkd`` (or ``platform-dkg``); standalone (e.g. on loopback in tests):
 ``python -m harness.iotplatform --mode dkg|qkd --broker HOST:PORT --qos Q --out DIR [...]``.
 
 - Each arriving reading is stamped with the wall-clock time on arrival (one clock serves the whole
@@ -31,10 +32,12 @@ from typing import Callable, Mapping
 import paho.mqtt.client as mqtt
 
 from harness import devicecrypto
-from harness.devices.keysteps import DKG_REQUEST_TOPIC, DKG_RESPONSE_TOPIC
+from harness.devicecrypto import DKG_REQUEST_TOPIC, DKG_RESPONSE_TOPIC
+from harness.enums import Mode, values
+from harness.kme.config import GATEWAY_SAE_ID, PLATFORM_SAE_ID
 
 RECEIVED_FIELDS = ("device", "seq", "t_received", "t_sent", "key_id", "bytes", "decrypted")
-READING_TOPIC_FILTER = "qiot/+/reading"
+READING_TOPIC_FILTER = devicecrypto.READING_TOPIC.format(device="+")
 DKG_TOPIC_FILTER = DKG_REQUEST_TOPIC.format(device="+")
 #: dec_keys answers 503 while Bob's end is still distilling a key Alice's end already handed out
 #: (the two ends finish a post-processing block a moment apart); retried this often, this far apart.
@@ -146,18 +149,58 @@ def qkd_key_lookup(kme_url: str, pki_dir: Path, sae_id: str, master_sae_id: str)
     return lookup
 
 
+def platform_daemon(config, mode: str):
+    """The platform of one mode on the data-centre host, after the broker (and Bob's KME for QKD)."""
+    from harness.daemon import python_daemon
+
+    requires = ("broker", "kme-bob") if mode == Mode.QKD else ("broker",)
+    return python_daemon(config, f"platform-{mode}", "harness.iotplatform", host="dc", requires=requires)
+
+
+def check(config, role: str) -> list[str]:
+    """Pre-start check of a platform's part of the run configuration."""
+    mode = role.removeprefix("platform-")
+    if not role.startswith("platform-") or mode not in values(Mode):
+        return [f"unknown role {role!r} (known: {', '.join(f'platform-{m}' for m in values(Mode))})"]
+    if mode == Mode.QKD and not (config.pki_dir / "sae" / f"{PLATFORM_SAE_ID}.crt").is_file():
+        return [f"{config.pki_dir / 'sae' / PLATFORM_SAE_ID}.crt: missing (the run's PKI is made first)"]
+    return []
+
+
+def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
+    """The platform's options from the run configuration (role ``platform-<mode>``)."""
+    from harness import runconfig
+    from harness.keyservices import kme_url
+
+    config = runconfig.read(args.config)
+    problems = check(config, args.role)
+    if problems:
+        raise SystemExit(f"error: platform: {'; '.join(problems)}")
+    mode = args.role.removeprefix("platform-")
+    return argparse.Namespace(mode=mode, broker=f"{config.site.dc_ip}:{config.site.ports.mqtt}",
+                              qos=config.devices.mqtt_qos, out=config.mode_dir(mode),
+                              client_id=f"qiot-platform-{mode}", kme=kme_url(config, "dc"), pki=config.pki_dir,
+                              sae_id=PLATFORM_SAE_ID, master_sae_id=GATEWAY_SAE_ID)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("qkd", "dkg"), required=True)
+    parser.add_argument("--config", type=Path, help="a run's config/run.json (with --role platform-<mode>)")
+    parser.add_argument("--role", help="platform-qkd or platform-dkg in a run")
+    parser.add_argument("--mode", choices=values(Mode))
     parser.add_argument("--broker", default="127.0.0.1:1883")
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1, 2))
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--client-id", default="qiot-platform")
     parser.add_argument("--kme", help="QKD mode: URL of the platform's KME (Bob's)")
     parser.add_argument("--pki", type=Path, help="QKD mode: PKI folder holding the platform's SAE certificate")
-    parser.add_argument("--sae-id", default="platform")
-    parser.add_argument("--master-sae-id", default="gateway", help="SAE that obtained the keys (enc_keys)")
+    parser.add_argument("--sae-id", default=PLATFORM_SAE_ID)
+    parser.add_argument("--master-sae-id", default=GATEWAY_SAE_ID, help="SAE that obtained the keys (enc_keys)")
     args = parser.parse_args(argv)
+    if args.config is not None:
+        args = _from_run_config(args)
+    if args.mode is None or args.out is None:
+        parser.error("give --config and --role, or --mode and --out")
     if args.mode == "qkd" and not (args.kme and args.pki):
         parser.error("--mode qkd needs --kme and --pki")
     host, _, port = args.broker.partition(":")
@@ -170,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     subscriptions = [(READING_TOPIC_FILTER, args.qos)] + ([(DKG_TOPIC_FILTER, args.qos)] if args.mode == "dkg" else [])
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=True)
+    # A persistent session: across a broker restart (the broker keeps sessions on disk) and the
+    # platform's reconnect, QoS 1 readings that arrived meanwhile are delivered, not lost.
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=False)
+    client.reconnect_delay_set(min_delay=1, max_delay=5)
     client.on_message = platform.on_message
     client.on_connect = lambda c, *_: c.subscribe(subscriptions)
     client.on_subscribe = lambda *_: print("READY", flush=True)

@@ -7,20 +7,9 @@ thread, which matters for the device fleet: each device thread lives in its own 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-
 import paho.mqtt.client as mqtt
 
-
-@dataclass
-class PublishOutcome:
-    """What one publish attempt achieved; times are wall-clock epoch seconds."""
-
-    t_start: float
-    t_sent: float | None = None
-    t_done: float | None = None
-    acked: bool = False
-    error: str = ""
+from harness.tcpinfo import TcpCounters, tcp_counters
 
 
 class Session:
@@ -30,6 +19,7 @@ class Session:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
         self.host, self.port, self.timeout_s = host, port, timeout_s
         self.connected = False
+        self.tcp = TcpCounters()  # what the connection really carried, read when it closes
         self.messages: list[mqtt.MQTTMessage] = []
         self.client.on_connect = self._on_connect
         self.client.on_message = lambda _c, _u, message: self.messages.append(message)
@@ -61,6 +51,9 @@ class Session:
         self.loop_until(lambda: bool(acked), deadline, "SUBACK")
 
     def close(self) -> None:
+        """Disconnect and close the socket, keeping its TCP counters in ``tcp`` (read just before the
+        2-byte DISCONNECT: paho may drop the socket as soon as it has sent it)."""
+        self.tcp = tcp_counters(self.client.socket())
         try:
             if self.connected:
                 self.client.disconnect()

@@ -9,14 +9,21 @@ into a router, and records every namespace, bridge and interface it makes for ``
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import time
 from dataclasses import dataclass, field
 from functools import partial
 
-import topologies  # noqa: F401  (imports Mininet's logging first and undoes its side effect)
+# Importing Mininet's logging module installs its MininetLogger as the class of every logger made
+# afterwards (each library logger then gets its own handler and level and its records never reach
+# the root logger, nor pytest's caplog): import it first, here, and restore the standard class.
+import mininet.log  # noqa: F401  (imported for its side effect, undone below)
+
 from harness.capabilities import Capabilities
-from harness.state import INTERFACE_ALIAS_PREFIX, RunState
+from harness.state import RunState, interface_alias, owner_tag
+
+logging.setLoggerClass(logging.Logger)
 
 OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
 
@@ -108,11 +115,15 @@ def build(topo, caps: Capabilities, controller_port: int, state: RunState,
                 if intf.name != "lo":
                     state.record_interface(intf.name)
         net.start()
+        # Tag what lives in the root namespace with the run and its owner, so `qiot clean` can tell a
+        # live run's switches and ports from leftovers (one `ip -batch` for every port).
+        alias = interface_alias(state.run_id)
+        ports = [intf.name for sw in net.switches for intf in sw.intfList() if intf.name != "lo"]
+        subprocess.run(["ip", "-batch", "-"], input="".join(f"link set dev {p} alias {alias}\n" for p in ports),
+                       text=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         for sw in net.switches:
-            for intf in sw.intfList():
-                if intf.name != "lo":
-                    _run(["ip", "link", "set", "dev", intf.name, "alias", INTERFACE_ALIAS_PREFIX + state.run_id])
-            _run(["ovs-vsctl", "set", "bridge", sw.name, f"external_ids:qiot-run={state.run_id}"])
+            _run(["ovs-vsctl", "set", "bridge", sw.name, f"external_ids:qiot-run={state.run_id}",
+                  f"external_ids:qiot-owner=\"{owner_tag()}\""])
         for host in net.hosts:
             for intf in host.intfList():
                 # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go

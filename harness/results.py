@@ -24,16 +24,21 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 import harness
 
-#: Bumped whenever a file or column of the run directory changes meaning.
-SCHEMA_VERSION = 1
+#: Version of the files ``qiot run`` writes (metadata.json ``schema_version``). Bumped whenever a file
+#: or column of the run directory changes meaning; docs/results.md lists the history, and
+#: :mod:`harness.analysis.rundir` upgrades older versions on read.
+SCHEMA_VERSION = 2
 
-MESSAGE_COLUMNS = ["device", "seq", "t_emul", "t_sent", "t_received", "latency_ms", "received"]
+#: Columns of ``messages.csv``. ``queued_s`` and ``error`` come from ``sent.csv`` (0 / empty when an
+#: older sent.csv lacks them) so the accounting of readings can be redone from messages.csv alone.
+MESSAGE_COLUMNS = ["device", "seq", "t_emul", "t_sent", "t_received", "latency_ms", "received", "queued_s",
+                   "error"]
 
 
 def git_commit() -> str:
@@ -75,15 +80,22 @@ def read_csv(path: Path) -> pd.DataFrame:
 
 
 def join_messages(sent: pd.DataFrame, received: pd.DataFrame) -> pd.DataFrame:
-    """One row per publish attempt: did it arrive, and with which one-way latency.
+    """One row per reading (sent.csv row): did it arrive, and with which one-way latency.
 
     A reading counts as received if the platform recorded its (device, seq); QoS 1 may deliver it
-    twice, so only the first arrival counts. Latency is arrival time minus the send time the device
-    stamped into the message: one clock serves the whole emulation.
+    twice, so only the first arrival counts. Latency is arrival time minus the publish time the
+    device stamped into the message (``t_sent``): one clock serves the whole emulation, and a
+    queued reading's wait before its publish is in ``queued_s``, not in the latency.
     """
     if sent.empty:
         return pd.DataFrame(columns=MESSAGE_COLUMNS)
-    sent = sent[["device", "seq", "t_emul", "t_sent"]].copy()
+    sent = sent.copy()
+    if "queued_s" not in sent:  # older device agents publish at once
+        sent["queued_s"] = 0.0
+    if "error" not in sent:
+        sent["error"] = ""
+    sent = sent[["device", "seq", "t_emul", "t_sent", "queued_s", "error"]]
+    sent["queued_s"] = sent["queued_s"].fillna(0.0)
     if received.empty:
         arrivals = pd.DataFrame(columns=["device", "seq", "t_received"])
     else:
@@ -95,50 +107,62 @@ def join_messages(sent: pd.DataFrame, received: pd.DataFrame) -> pd.DataFrame:
     return messages[MESSAGE_COLUMNS].sort_values(["t_emul", "device"]).reset_index(drop=True)
 
 
-def mean_ci95(values) -> tuple[float, float]:
-    """Mean and the half-width of its 95% confidence interval (Student t); NaN where undefined."""
-    from harness.analysis.stats import mean_ci
-
-    estimate = mean_ci(values)
-    return estimate.mean, estimate.half_width
+#: Energy metrics of summary.csv: ``<name>_mean`` and ``<name>_ci95`` (Student-t half width over devices).
+ENERGY_SUMMARY_METRICS = ("rdc", "battery_life_days", "energy_j", "avg_current_ma")
 
 
-def summarize(messages: pd.DataFrame, mode: str, devices: int) -> dict[str, Any]:
-    """Totals, loss and latency statistics of one mode."""
-    sent = len(messages)
-    received = int(messages["received"].sum()) if sent else 0
-    latency = messages.loc[messages["received"] == 1, "latency_ms"] if sent else pd.Series(dtype=float)
-    mean, half = mean_ci95(latency)
-    # Loss per device, so the interval reflects device-to-device spread, not one pooled proportion.
-    per_device_loss = (1.0 - messages.groupby("device")["received"].mean()) * 100.0 if sent else pd.Series(dtype=float)
-    loss_mean, loss_half = mean_ci95(per_device_loss)
-    return {
-        "mode": mode, "devices": devices, "sent": sent, "received": received, "lost": sent - received,
-        "loss_pct": (100.0 * (sent - received) / sent) if sent else math.nan,
-        "loss_pct_device_mean": loss_mean, "loss_pct_ci95": loss_half,
-        "latency_mean_ms": mean, "latency_ci95_ms": half,
-        "latency_p50_ms": float(latency.quantile(0.5)) if len(latency) else math.nan,
-        "latency_p95_ms": float(latency.quantile(0.95)) if len(latency) else math.nan,
-        "latency_max_ms": float(latency.max()) if len(latency) else math.nan,
-    }
+def summarize(messages: pd.DataFrame, mode: str, devices: int, energy: pd.DataFrame | None = None) -> dict[str, Any]:
+    """One mode's totals, accounting of readings, loss, latency and (with ``energy``) energy statistics.
 
-
-def summarize_energy(energy: pd.DataFrame, interval_s: float | None) -> dict[str, Any]:
-    """Mean and 95% CI of RDC, battery lifetime, energy and current over (device, interval) samples.
-
-    With ``interval_s``, only full intervals are samples when there are any: a device's first and
-    last partial intervals (started mid-hour, or cut by the end of the run) would skew the spread.
+    Every figure comes from :mod:`harness.analysis.stats`, the computation ``qiot compare`` and
+    series.csv use too: loss is the pooled proportion of readings with its Wilson interval, latency
+    the mean over received messages (Student t); energy see :func:`summarize_energy`. Each
+    ``*_ci_method`` names its interval.
     """
+    from harness.analysis.stats import estimate, mode_samples, percentile
+
+    samples = mode_samples(messages)
+    counts = samples.counts
+    loss, latency = estimate(samples, "loss_pct"), estimate(samples, "latency_ms")
+    latency_values = samples.values["latency_ms"]
+    out: dict[str, Any] = {
+        "mode": mode, "devices": devices, "sent": counts["readings"], "received": counts["received"],
+        "lost": counts["lost"], "lost_network": counts["lost_network"], "not_published": counts["not_published"],
+        "dropped_queue_overflow": counts["dropped_queue_overflow"], "delivered_late": counts["delivered_late"],
+        "loss_pct": loss.mean, "loss_ci95_low_pct": loss.low, "loss_ci95_high_pct": loss.high,
+        "loss_ci_method": loss.method,
+        "latency_mean_ms": latency.mean, "latency_ci95_ms": latency.half_width, "latency_ci_method": latency.method,
+        "latency_p50_ms": percentile(latency_values, 50), "latency_p95_ms": percentile(latency_values, 95),
+        "latency_max_ms": float(latency_values.max()) if latency_values.size else math.nan,
+    }
+    if energy is not None:
+        out.update(summarize_energy(energy))
+    return out
+
+
+def summarize_energy(energy: pd.DataFrame | Iterable) -> dict[str, Any]:
+    """Energy figures of one mode: mean over devices and Student-t 95% half width of each of
+    :data:`ENERGY_SUMMARY_METRICS` (``<name>_mean``, ``<name>_ci95``), ``energy_devices`` (n),
+    ``device_hours`` and ``energy_ci_method``.
+
+    ``energy`` is an energy.csv table, or energy rows held in memory (objects with ``as_csv()``,
+    e.g. a pure simulation's :class:`~harness.energy.energest.IntervalRow`). One sample is one
+    device over the whole mode, its rows combined exactly (:func:`harness.analysis.stats.per_device_energy`),
+    so partial first and last rows count by their length. ``rdc`` stays a fraction as in energy.csv.
+    Empty input gives ``{}``.
+    """
+    from harness.analysis.stats import Samples, estimate, per_device_energy
+
+    if not isinstance(energy, pd.DataFrame):
+        energy = pd.DataFrame([row.as_csv() for row in energy])
     if energy.empty:
         return {}
-    samples = energy
-    if interval_s is not None:
-        full = energy[energy["t_end_s"] - energy["t_start_s"] >= interval_s * (1 - 1e-9)]
-        samples = full if len(full) else energy
-    out: dict[str, Any] = {"energy_samples": len(samples)}
-    for column in ("rdc", "battery_life_days", "energy_j", "avg_current_ma"):
-        mean, half = mean_ci95(samples[column])
-        out[f"{column}_mean"], out[f"{column}_ci95"] = mean, half
+    samples = Samples(per_device_energy(energy))
+    out: dict[str, Any] = {"energy_devices": len(samples.devices), "device_hours": samples.device_hours}
+    for name in ENERGY_SUMMARY_METRICS:
+        value = estimate(samples, name, display_units=False)
+        out[f"{name}_mean"], out[f"{name}_ci95"] = value.mean, value.half_width
+    out["energy_ci_method"] = value.method
     return out
 
 
@@ -147,12 +171,14 @@ def key_series(buffer: pd.DataFrame, sent: pd.DataFrame, link_offset_s: float, e
 
     ``buffer`` is the link's ``buffer.csv`` (its own emulated clock, started with the testbed);
     ``link_offset_s`` is how far (emulated seconds) the link's clock was ahead when the mode began.
-    Delivered keys count the devices' successful key refreshes (``sent.csv``), cumulatively.
+    ``keys_in_buffer`` is what the buffer can still hand out (``keys_available``: distilled, not yet
+    handed out), so a fibre cut shows as the buffer draining. Delivered keys count the devices'
+    successful key refreshes (``sent.csv``), cumulatively.
     """
     columns = ["t_emul", "keys_in_buffer", "keys_delivered"]
     if buffer.empty:
         return pd.DataFrame(columns=columns)
-    fill = pd.DataFrame({"t_emul": buffer["t_emul"] - link_offset_s, "keys_in_buffer": buffer["keys_stored"]})
+    fill = pd.DataFrame({"t_emul": buffer["t_emul"] - link_offset_s, "keys_in_buffer": buffer["keys_available"]})
     fill = fill[(fill["t_emul"] >= 0) & (fill["t_emul"] <= end_s)].sort_values("t_emul")
     if sent.empty or "key_refreshed" not in sent:
         fill["keys_delivered"] = 0
@@ -162,16 +188,20 @@ def key_series(buffer: pd.DataFrame, sent: pd.DataFrame, link_offset_s: float, e
     return fill[columns].reset_index(drop=True)
 
 
-def finalize_mode(mode_dir: Path, mode: str, devices: int, energy_interval_s: float = 3600.0) -> dict[str, Any]:
-    """Derive ``messages.csv`` and ``summary.csv`` from the raw files of one mode; return the summary."""
+def finalize_mode(mode_dir: Path, mode: str, devices: int, energy_interval_s: float | None = None) -> dict[str, Any]:
+    """Derive ``messages.csv`` and ``summary.csv`` from the raw files of one mode; return the summary.
+
+    ``energy_interval_s`` is accepted for the run's call and no longer needed: each device's
+    energy rows are combined over the whole mode, partial first/last rows weighted by their length.
+    """
+    del energy_interval_s  # kept in the signature for callers; see the docstring
     messages = join_messages(read_csv(mode_dir / "sent.csv"), read_csv(mode_dir / "received.csv"))
     messages.to_csv(mode_dir / "messages.csv", index=False, float_format="%.6f")
-    summary = summarize(messages, mode, devices)
+    summary = summarize(messages, mode, devices, read_csv(mode_dir / "energy.csv"))
     received = read_csv(mode_dir / "received.csv")
     if not received.empty and "decrypted" in received:
         counts = received["decrypted"].value_counts()
         summary["decrypt_ok"] = int(counts.get("ok", 0))
         summary["decrypt_failures"] = int(len(received) - counts.get("ok", 0))
-    summary.update(summarize_energy(read_csv(mode_dir / "energy.csv"), energy_interval_s))
     pd.DataFrame([summary]).to_csv(mode_dir / "summary.csv", index=False, float_format="%.6f")
     return summary

@@ -1,10 +1,13 @@
-"""``qiot run``: build the network, start every service, run each key mode, keep the results.
+"""``qiot run``: configure the run, bring the testbed up, run each key mode, keep the results.
 
-The order is the ipmininet one: controller, network, shaping, broker, then per mode the platform
-and the devices; teardown runs in ``finally`` in reverse order, whatever happened. The metadata is
-written at the start (status ``running``) and rewritten at the end with ``completed``,
-``interrupted`` (Ctrl-C or SIGTERM) or ``failed``, and the derived result files of a mode are
-computed even when the mode was cut short, so nothing captured is lost.
+The run configuration is built once from the scenario and the command line and written to
+``config/run.json``; every daemon of every mode is declared before anything starts, so every
+pre-start check runs first (:meth:`harness.testbed.Testbed.prepare`). The metadata is written at the
+start (status ``running``) and rewritten at the end with ``completed``, ``interrupted`` (with the
+signal) or ``failed`` (with the reason); the derived result files of a mode are computed even when
+the mode was cut short, so nothing captured is lost. Stopping follows Flent's runner: the signal
+handlers only set the run's :class:`~harness.lifecycle.StopRequest`, every wait of the run polls it,
+and teardown, which polls nothing, always completes.
 """
 
 from __future__ import annotations
@@ -17,36 +20,30 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from harness import capture, results
-from harness.broker import MQTT_PORT
+from harness import capture, health, results, runconfig
 from harness.clock import EmulatedClock
-from harness.process import ManagedProcess
+from harness.devices.fleet import fleet_daemon
+from harness.enums import Mode
+from harness.faultinjector import FaultInjector
+from harness.health import CpuSampler
+from harness.iotplatform import platform_daemon
+from harness.lifecycle import Interrupted, StopRequest
+from harness.runconfig import RunConfig
 from harness.scenario import Scenario
 from harness.state import RunState
-from harness.shaping import GW_WIRELESS_INTF
 from harness.testbed import Testbed
-
-MODES = ("qkd", "dkg")
 
 #: Devices and platform need a moment after READY before the first emulated wake (wall seconds).
 START_LEAD_WALL_S = 0.5
 
 
-class RunInterrupted(Exception):
-    """The run was stopped by the user (Ctrl-C) or by SIGTERM."""
-
-
 @dataclass
 class RunOptions:
-    """What the user asked for on the command line, on top of the scenario."""
+    """What the user asked for: the scenario with the command line's overrides already applied."""
 
     scenario: Scenario
     modes: tuple[str, ...]
     out_dir: Path
-    hours: float
-    time_scale: float
-    devices: int
-    seed: int
     progress: Callable[[str, float, dict], None] | None = None  # (mode, fraction, counters)
 
 
@@ -55,6 +52,7 @@ class RunOutcome:
     run_dir: Path
     status: str
     summaries: dict = field(default_factory=dict)
+    reason: str = ""
 
 
 def make_run_dir(base: Path, scenario_name: str) -> tuple[str, Path]:
@@ -87,165 +85,193 @@ class RowCounter:
         return max(0, self.newlines - 1)  # minus the header
 
 
-def run(options: RunOptions) -> RunOutcome:
+class ModeClocks:
+    """The emulated clock of each mode, made when its devices start (the fleet gets its epoch)."""
+
+    def __init__(self, config: RunConfig) -> None:
+        self.config = config
+        self.clocks: dict[str, EmulatedClock] = {}
+
+    def start(self, mode: str) -> list[str]:
+        # The clock starts a little in the future, so the first wakes are not already in the past
+        # by the time every device is set up.
+        epoch = time.time() + START_LEAD_WALL_S + 0.001 * self.config.devices.count
+        self.clocks[mode] = EmulatedClock(epoch, self.config.run.time_scale)
+        return ["--clock-epoch", repr(epoch)]
+
+
+def declare_modes(bed: Testbed, clocks: ModeClocks) -> None:
+    """Every mode's daemons: its captures, its platform, and its device fleet (which needs them all)."""
+    config = bed.config
+    for mode in config.modes:
+        captures = capture.mode_captures(config, mode)
+        platform = platform_daemon(config, mode)
+        needs = [platform.name] + [c.name for c in captures] + (["relay"] if mode == Mode.QKD else [])
+        needs += [name for name in ("shaper",) if name in bed.daemons]
+        bed.daemons.add(*captures, platform,
+                        fleet_daemon(config, mode, lambda mode=mode: clocks.start(mode), tuple(needs)))
+
+
+def run(options: RunOptions, stop: StopRequest) -> RunOutcome:
     """Execute a run; always leaves a run directory with metadata saying how it ended."""
-    scenario = options.scenario.with_overrides({"devices.count": options.devices, "run.hours": options.hours,
-                                                "run.time_scale": options.time_scale, "run.seed": options.seed})
+    scenario = options.scenario
     run_id, run_dir = make_run_dir(options.out_dir, scenario.name)
-    bed = Testbed(scenario, run_dir, RunState(run_id), seed=options.seed, modes=options.modes)
+    config = runconfig.build(scenario, run_id=run_id, run_dir=run_dir, modes=options.modes)
+    bed = Testbed(config, RunState(run_id), stop)
+    clocks = ModeClocks(config)
     metadata = dict(results.base_metadata(), run_id=run_id, status="running",
                     started=datetime.now(timezone.utc).isoformat(), command=sys.argv,
-                    scenario_file=str(scenario.path), scenario=scenario.data, modes=list(options.modes),
-                    capabilities=bed.caps.as_dict(), mechanisms=bed.mechanisms(), mqtt_port=MQTT_PORT,
+                    scenario_file=str(scenario.path), scenario=scenario.data, modes=list(config.modes),
+                    run_config=str(config.config_file.relative_to(run_dir)),
+                    energy_interval_s=config.devices.energy_interval_s,
+                    capabilities=bed.caps.as_dict(), mechanisms=bed.mechanisms(), mqtt_port=config.site.ports.mqtt,
                     mode_results={})
     results.write_json_atomic(run_dir / "metadata.json", metadata)
     status = "failed"
     try:
+        declare_modes(bed, clocks)
         bed.up()
         metadata.update(bed.facts)
-        for mode in options.modes:
-            mode_result = metadata["mode_results"][mode] = {"status": "running"}
-            results.write_json_atomic(run_dir / "metadata.json", metadata)
-            mode_dir = run_dir / mode
-            mode_dir.mkdir(exist_ok=True)  # the QKD folder may already hold the key-path capture
-            try:
-                _run_mode(mode, mode_dir, bed, options, mode_result)
-                mode_result["status"] = "completed"
-            except (KeyboardInterrupt, RunInterrupted):
-                mode_result["status"] = "interrupted"
-                raise
-            except BaseException:
-                mode_result["status"] = "failed"
-                raise
-            finally:
-                mode_result["summary"] = results.finalize_mode(mode_dir, mode, options.devices,
-                                                               scenario.section("devices")["energy_interval_s"])
-                if mode == "qkd" and "clock_epoch" in mode_result:
-                    _write_key_series(bed, mode_dir, mode_result["clock_epoch"], options)
+        for mode in config.modes:
+            _run_mode(mode, bed, clocks, options, metadata)
         status = "completed"
-    except (KeyboardInterrupt, RunInterrupted):
+    except Interrupted as exc:
         status = "interrupted"
+        metadata["stop_signal"] = exc.signal_name
+    except Exception as exc:  # recorded as the reason; the CLI prints it as one line
+        metadata["failure"] = f"{type(exc).__name__}: {exc}"
     finally:
+        # Teardown polls no stop request: a second Ctrl-C cannot cut it short.
         bed.down()
-        if bed.key_capture is not None:
-            metadata["capture_keys"] = capture.capture_counters(bed.key_capture.log_path)
+        keys_log = config.logs_dir / "capture-qkd-keys.log"
+        if keys_log.exists():
+            metadata["capture_keys"] = capture.capture_counters(keys_log)
         metadata.update(status=status, ended=datetime.now(timezone.utc).isoformat())
         results.write_json_atomic(run_dir / "metadata.json", metadata)
         bed.state.forget()
-        _analyze(run_dir, scenario, metadata)
+        _analyze(config, metadata)
     summaries = {m: r.get("summary") for m, r in metadata["mode_results"].items()}
-    return RunOutcome(run_dir, status, summaries)
+    return RunOutcome(run_dir, status, summaries, metadata.get("failure", ""))
 
 
-def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float, options: RunOptions) -> None:
-    """``keys.csv`` of the QKD mode from Bob's buffer log, moved onto the mode's clock."""
-    offset_s = (mode_epoch - bed.facts["qkd_clock_epoch"]) * options.time_scale
-    series = results.key_series(results.read_csv(bed.run_dir / "qkd-link" / "bob" / "buffer.csv"),
-                                results.read_csv(mode_dir / "sent.csv"), offset_s, options.hours * 3600.0)
-    series.to_csv(mode_dir / "keys.csv", index=False)
-
-
-def _analyze(run_dir: Path, scenario: Scenario, metadata: dict) -> None:
-    """Derive the per-interval series and the capture cross-check from what was stored.
-
-    Runs after teardown, from files only; a failure here must not cost the run its raw results,
-    so it is recorded in the metadata instead of raised.
-    """
-    from harness.analysis.analyze import analyze_run
-
+def _run_mode(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, metadata: dict) -> None:
+    """One key mode, its status and summary recorded in the metadata however it ends."""
+    config = bed.config
+    record = metadata["mode_results"][mode] = {"status": "running"}
+    results.write_json_atomic(config.path / "metadata.json", metadata)
+    config.mode_dir(mode).mkdir(exist_ok=True)  # the QKD folder may already hold the key-path capture
+    injector: list[FaultInjector] = []
+    cpu = CpuSampler().start()
     try:
-        analyze_run(run_dir, interval_s=scenario.section("devices")["energy_interval_s"])
-        metadata["analysis"] = "analysis.json"
-    except Exception as exc:  # recorded, and the raw files stay for `qiot analyze` later
-        metadata["analysis"] = f"failed: {type(exc).__name__}: {exc}"
-    results.write_json_atomic(run_dir / "metadata.json", metadata)
+        _devices_until_the_end(mode, bed, clocks, options, record, injector)
+        record["status"] = "completed"
+    except Interrupted:
+        record["status"] = "interrupted"
+        raise
+    except BaseException:
+        record["status"] = "failed"
+        raise
+    finally:
+        # Whatever happened, what the faults broke is mended, the mode's daemons stop now and its
+        # derived files are written.
+        if injector:
+            metadata.setdefault("faults", []).extend(injector[0].finish())
+        record["health"] = _mode_health(config, mode, cpu.stop())
+        metadata["emulation_health"] = health.worst({m: r["health"] for m, r in metadata["mode_results"].items()
+                                                     if "health" in r})
+        names = [n for n in bed.daemons.daemons if n.endswith(f"-{mode}") or n.startswith(f"capture-{mode}-")]
+        bed.daemons.stop(*names)
+        record["capture"] = {n: capture.capture_counters(bed.daemons[n].log_path)
+                             for n in names if n.startswith("capture-")}
+        record["summary"] = results.finalize_mode(config.mode_dir(mode), mode, config.devices.count,
+                                                  config.devices.energy_interval_s)
+        if mode == Mode.QKD and mode in clocks.clocks:
+            record["clock_epoch"] = clocks.clocks[mode].epoch_wall
+            _write_key_series(bed, config.mode_dir(mode), clocks.clocks[mode].epoch_wall)
 
 
-def _run_mode(mode: str, mode_dir: Path, bed: Testbed, options: RunOptions, record: dict) -> None:
-    """One key mode: captures, platform and device fleet until the emulated end.
-
-    ``record`` (the mode's entry in the metadata) gets the mode clock's epoch as soon as it exists,
-    so an interrupted mode can still be put on its time axis, and the capture counters at the end.
-    """
-    from topologies.fig1 import DC_IP as dc_ip, device_name
-
-    scenario, net, processes, run_dir = bed.scenario, bed.net, bed.processes, bed.run_dir
-    devices_cfg = scenario.section("devices")
-    logs = run_dir / "logs"
-    captures = [
-        capture.tcpdump(f"capture-{mode}-dc", net.netns_pid("dc"), "dc-eth0", mode_dir / "pcap" / "dc.pcap",
-                        f"tcp port {MQTT_PORT}", logs),
-        capture.tcpdump(f"capture-{mode}-gw", net.netns_pid("gw"), GW_WIRELESS_INTF,
-                        mode_dir / "pcap" / "gw-wlan.pcap", f"tcp port {MQTT_PORT} or tcp port {bed.relay_port}", logs),
-    ]
-    processes.start(*captures)
-    platform = ManagedProcess(
-        name=f"platform-{mode}", start_order=40, netns_pid=net.netns_pid("dc"),
-        argv=[sys.executable, "-m", "harness.iotplatform", "--mode", mode, "--broker", f"{dc_ip}:{MQTT_PORT}",
-              "--qos", str(devices_cfg["mqtt_qos"]), "--out", str(mode_dir), "--client-id", f"qiot-platform-{mode}"]
-             + bed.platform_key_args(mode),
-        log_path=logs / f"platform-{mode}.log")
-    processes.start(platform)
-    end_emul_s = options.hours * 3600.0
-    # The clock starts a little in the future, so the devices' first wake-ups are not in the past
-    # by the time every device thread is in its namespace.
-    clock = EmulatedClock(time.time() + START_LEAD_WALL_S + 0.01 * options.devices, options.time_scale)
-    record["clock_epoch"] = clock.epoch_wall
-    spec = {"clock_epoch": clock.epoch_wall, "time_scale": clock.time_scale, "end_emul_s": end_emul_s,
-            "out_dir": str(mode_dir), "energy_profile": devices_cfg["energy_profile"],
-            # The device's radio model sends at the scenario's wireless rate.
-            "profile_overrides": {"radio.phy_rate_mbit": scenario.section("wireless")["rate_mbit"]},
-            **bed.device_key_spec(mode),
-            "devices": [{"netns_pid": net.netns_pid(device_name(i)),
-                         "config": {"device_id": device_name(i), "index": i, "mode": mode,
-                                    "broker_host": dc_ip, "broker_port": MQTT_PORT,
-                                    "wake_period_s": devices_cfg["wake_period_s"],
-                                    "mqtt_qos": devices_cfg["mqtt_qos"],
-                                    "publish_timeout_s": devices_cfg["publish_timeout_s"],
-                                    "refresh_period_s": scenario.section("qkd")["refresh_period_s"],
-                                    "energy_interval_s": devices_cfg["energy_interval_s"],
-                                    "qkd_transport": scenario.section("kme")["wireless_transport"],
-                                    "dkg_curve": devices_cfg["dkg_curve"],
-                                    "seed": options.seed}}
-                        for i in range(1, options.devices + 1)]}
-    spec_path = run_dir / "config" / f"fleet-{mode}.json"
-    spec_path.parent.mkdir(exist_ok=True)
-    spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
-    fleet = ManagedProcess(name=f"devices-{mode}", start_order=60,
-                           argv=[sys.executable, "-m", "harness.devices.fleet", str(spec_path)],
-                           log_path=logs / f"devices-{mode}.log", ready_timeout_s=30.0 + 0.2 * options.devices)
-    processes.start(fleet)
-    sent, received = RowCounter(mode_dir / "sent.csv"), RowCounter(mode_dir / "received.csv")
-
+def _devices_until_the_end(mode: str, bed: Testbed, clocks: ModeClocks, options: RunOptions, record: dict,
+                           injector: list) -> None:
+    """Start the mode's devices (and what they need), the mode's faults, and follow the devices to the
+    end of the mode."""
+    config, stop = bed.config, bed.stop
+    fleet = bed.daemons[f"devices-{mode}"]
+    bed.daemons.start(fleet.name)
+    record["clock_epoch"] = clocks.clocks[mode].epoch_wall
+    injector.append(FaultInjector(bed, mode, clocks.clocks[mode], stop).start())
+    sent, received = RowCounter(config.mode_dir(mode) / "sent.csv"), RowCounter(config.mode_dir(mode) / "received.csv")
+    devices, hours = config.devices, config.run.hours
     # Progress is what the devices have done (they may lag the clock when the machine is too slow
     # for the time scale), so the bar's ETA is honest.
-    expected_wakes = max(1, options.devices * int(end_emul_s // devices_cfg["wake_period_s"]))
+    expected_wakes = max(1, devices.count * int(config.duration_s // devices.wake_period_s))
 
     def report(count: int, fraction: float | None = None) -> None:
         if options.progress:
             fraction = min(1.0, count / expected_wakes) if fraction is None else fraction
-            options.progress(mode, fraction, {"emulated_h": fraction * options.hours, "hours": options.hours,
-                                              "devices": options.devices, "sent": count, "received": received()})
+            options.progress(mode, fraction, {"emulated_h": fraction * hours, "hours": hours,
+                                              "devices": devices.count, "sent": count, "received": received()})
 
     # Devices may fall behind the clock when the machine cannot keep up with the time scale; the
     # run then simply takes longer. What must not happen is a fleet that stops making progress.
-    stall_s = max(60.0, 3 * devices_cfg["publish_timeout_s"], 3 * devices_cfg["wake_period_s"] / options.time_scale)
+    clock = clocks.clocks[mode]
+    stall_s = max(60.0, 3 * devices.publish_timeout_s, 3 * devices.wake_period_s / config.run.time_scale)
     last_count, last_change = -1, time.monotonic()
     while fleet.running:
         count = sent()
         if count != last_count:
             last_count, last_change = count, time.monotonic()
-        elif time.monotonic() - last_change > stall_s and clock.now() > devices_cfg["wake_period_s"]:
-            raise RuntimeError(f"devices of mode {mode} made no progress for {stall_s:.0f} s "
-                               f"(see {fleet.log_path})")
+        elif time.monotonic() - last_change > stall_s and clock.now() > devices.wake_period_s:
+            raise RuntimeError(f"devices of mode {mode} made no progress for {stall_s:.0f} s (see {fleet.log_path})")
         report(count)
-        time.sleep(0.5)
+        if stop.wait(0.5):
+            stop.check()
     if fleet.popen.returncode != 0:
-        raise RuntimeError(f"device fleet of mode {mode} failed (exit {fleet.popen.returncode}):\n{fleet.log_tail()}")
+        raise RuntimeError(f"device fleet of mode {mode} failed (exit {fleet.popen.returncode}): "
+                           f"{fleet.log_tail(3)}")
     # Let the last readings reach the platform before it stops recording.
-    time.sleep(min(2.0, devices_cfg["publish_timeout_s"]))
-    platform.stop()
-    for process in captures:
-        process.stop()
+    if stop.wait(min(2.0, devices.publish_timeout_s)):
+        stop.check()
     report(sent(), fraction=1.0)
-    record["capture"] = {c.name: capture.capture_counters(c.log_path) for c in captures}
+
+
+def _mode_health(config: RunConfig, mode: str, cpu_samples: list[float]) -> dict:
+    """Did the emulator keep up during the mode (the fleet's and the CPU's figures)?"""
+    fleet_path = config.mode_dir(mode) / "fleet.json"
+    try:
+        fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
+    except ValueError:
+        fleet = None
+    return health.assess(fleet, cpu_samples, None, health.load_thresholds())
+
+
+def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float) -> None:
+    """``keys.csv`` of the QKD mode from Bob's buffer log, moved onto the mode's clock."""
+    config = bed.config
+    if "qkd_clock_epoch" not in bed.facts:
+        return
+    offset_s = (mode_epoch - bed.facts["qkd_clock_epoch"]) * config.run.time_scale
+    series = results.key_series(results.read_csv(config.link_dir / "bob" / "buffer.csv"),
+                                results.read_csv(mode_dir / "sent.csv"), offset_s, config.duration_s)
+    series.to_csv(mode_dir / "keys.csv", index=False)
+
+
+def _analyze(config: RunConfig, metadata: dict) -> None:
+    """Derive the per-interval series, the capture cross-check and the figures from what was stored.
+
+    Runs after teardown, from files only; a failure here must not cost the run its raw results,
+    so it is recorded in the metadata instead of raised.
+    """
+    from harness.analysis.analyze import analyze_run
+    from harness.analysis.plots import plot_run
+
+    try:
+        analyze_run(config.path, interval_s=config.devices.energy_interval_s)
+        metadata["analysis"] = "analysis.json"
+    except Exception as exc:  # recorded, and the raw files stay for `qiot analyze` later
+        metadata["analysis"] = f"failed: {type(exc).__name__}: {exc}"
+    results.write_json_atomic(config.path / "metadata.json", metadata)
+    try:
+        plot_run(config.path)
+    except Exception as exc:  # figures can always be drawn later from the stored files: `qiot plot`
+        metadata["figures"] = f"failed: {type(exc).__name__}: {exc}"
+        results.write_json_atomic(config.path / "metadata.json", metadata)

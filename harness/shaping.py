@@ -19,27 +19,11 @@ Each direction thus gets the scenario's one-way delay and loss once, as with net
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-from harness.process import ManagedProcess
+from harness.daemon import Daemon
+from harness.links import WirelessShape
 
 UPLINK_QUEUE, DOWNLINK_QUEUE = 1, 2
-GW_WIRELESS_INTF = "gw-eth1"
-
-
-@dataclass(frozen=True)
-class WirelessShape:
-    """One-way wireless link parameters, as in the scenario's ``[wireless]`` table."""
-
-    delay_ms: float
-    jitter_ms: float
-    loss_pct: float
-    rate_mbit: float
-
-    @classmethod
-    def from_scenario(cls, wireless: dict) -> "WirelessShape":
-        return cls(wireless["delay_ms"], wireless["jitter_ms"], wireless["loss_pct"], wireless["rate_mbit"])
 
 
 def describe(mechanism: str, fibre_delay_ms: float) -> dict:
@@ -63,24 +47,33 @@ def _iptables(host, rule: str) -> None:
         raise RuntimeError(f"iptables {rule!r} failed on {host.name}: {out.strip()}")
 
 
-def apply_fallback(gateway, devices: list, shape: WirelessShape, log_dir: Path, seed: int) -> ManagedProcess | None:
-    """Install the fallback rules; return the shaper process to start (None if no delay is asked)."""
+def needs_shaper(shape: WirelessShape) -> bool:
+    """Whether the fallback needs the delay daemon (it does only for a delay or a jitter)."""
+    return shape.delay_ms > 0 or shape.jitter_ms > 0
+
+
+def install_fallback_rules(gateway, devices: list, gateway_wireless_intf: str, shape: WirelessShape) -> None:
+    """The fallback's iptables rules on the gateway and the devices (Mininet hosts: ``.cmd``)."""
     probability = shape.loss_pct / 100.0
     if probability > 0:
-        _iptables(gateway, f"-t mangle -A PREROUTING -i {GW_WIRELESS_INTF} -m statistic --mode random "
+        _iptables(gateway, f"-t mangle -A PREROUTING -i {gateway_wireless_intf} -m statistic --mode random "
                            f"--probability {probability:.6f} -j DROP")
         for device in devices:
             _iptables(device, f"-t mangle -A PREROUTING -i {device.defaultIntf().name} -m statistic "
                               f"--mode random --probability {probability:.6f} -j DROP")
-    if shape.delay_ms <= 0 and shape.jitter_ms <= 0:
-        return None
-    _iptables(gateway, f"-t mangle -A PREROUTING -i {GW_WIRELESS_INTF} -j NFQUEUE "
+    if not needs_shaper(shape):
+        return
+    _iptables(gateway, f"-t mangle -A PREROUTING -i {gateway_wireless_intf} -j NFQUEUE "
                        f"--queue-num {UPLINK_QUEUE} --queue-bypass")
-    _iptables(gateway, f"-t mangle -A POSTROUTING -o {GW_WIRELESS_INTF} -j NFQUEUE "
+    _iptables(gateway, f"-t mangle -A POSTROUTING -o {gateway_wireless_intf} -j NFQUEUE "
                        f"--queue-num {DOWNLINK_QUEUE} --queue-bypass")
+
+
+def shaper_daemon(config) -> Daemon:
+    """The delay daemon of the fallback on the gateway, for the run's wireless shape."""
+    shape = config.wireless
     spec = f"{shape.delay_ms}:{shape.jitter_ms}"
-    return ManagedProcess(
-        name="shaper", start_order=20, netns_pid=gateway.pid,
+    return Daemon(
+        name="shaper", host="gw", log_path=config.logs_dir / "shaper.log",
         argv=[sys.executable, "-m", "harness.shaper", "--queue", f"{UPLINK_QUEUE}:{spec}",
-              "--queue", f"{DOWNLINK_QUEUE}:{spec}", "--seed", str(seed)],
-        log_path=log_dir / "shaper.log")
+              "--queue", f"{DOWNLINK_QUEUE}:{spec}", "--seed", str(config.run.seed)])

@@ -1,10 +1,12 @@
 """What a run has made on this machine, recorded as it is made, so ``qiot clean`` removes only that.
 
-Each run appends JSON lines to ``/run/qiot/<run_id>.jsonl``: processes (PID plus the kernel's start
-time of that PID, so a recycled PID is never mistaken for ours), interfaces, OVS bridges and host
-namespaces. Interfaces are also tagged with the alias ``qiot:<run_id>`` so they are recognisable
-even if a record was lost. Records are appended and flushed immediately: a crash a moment after a
-resource was made still leaves its record behind.
+Each run appends JSON lines to ``/run/qiot/<run_id>.jsonl``: its owner (the qiot process), processes
+(PID plus the kernel's start time of that PID, so a recycled PID is never mistaken for ours),
+interfaces, OVS bridges and host namespaces. Bridges and interfaces are also tagged with the run id
+and the owner (:func:`owner_tag`: bridge ``external_ids:qiot-run``/``qiot-owner``, interface alias
+``qiot:<run_id>:<pid>:<start>``), so ``qiot clean`` can tell a live run's resources from leftovers
+even when the record is in another state folder or lost. Records are appended and flushed
+immediately: a crash a moment after a resource was made still leaves its record behind.
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ from typing import Iterator
 STATE_DIR = Path(os.environ.get("QIOT_STATE_DIR", "/run/qiot"))
 
 INTERFACE_ALIAS_PREFIX = "qiot:"
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``<pid>:<start time>`` of the owning process (this one by default): what resources are tagged with."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{process_start_time(pid)}"
+
+
+def tag_owner_alive(tag: str) -> bool:
+    """Whether the process a ``<pid>:<start time>`` tag names still lives (same PID and start time)."""
+    pid, _, start = tag.partition(":")
+    try:
+        return process_start_time(int(pid)) == int(start)
+    except ValueError:
+        return False
+
+
+def interface_alias(run_id: str) -> str:
+    """The alias a run gives the root-namespace interfaces it makes."""
+    return f"{INTERFACE_ALIAS_PREFIX}{run_id}:{owner_tag()}"
+
+
+def parse_interface_alias(alias: str) -> tuple[str, str | None]:
+    """(run id, owner tag or None for an untagged old alias) of a qiot interface alias."""
+    body = alias[len(INTERFACE_ALIAS_PREFIX):]
+    parts = body.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        return parts[0], f"{parts[1]}:{parts[2]}"
+    return body, None
 
 
 def process_start_time(pid: int) -> int | None:

@@ -1,164 +1,120 @@
-"""The running testbed: controller, Fig. 1 network, wireless shaping and broker, up and torn down.
+"""The running testbed: controller, Fig. 1 network, wireless shaping, broker and key path, up and down.
 
 Used by ``qiot run`` and by the real-network tests, so both exercise exactly the same bring-up.
-``Testbed.up()`` starts the parts in order (controller, network, shaper, broker); ``down()`` stops
+Every daemon of the run (the mode daemons too, which the run adds before :meth:`Testbed.up`) is
+declared in one :class:`~harness.daemon.DaemonSet`; ``up()`` first runs every pre-start check, then
+starts the controller, builds the network and starts the rest in dependency order; ``down()`` stops
 them in reverse and always runs, from a ``finally`` or the context manager's exit.
 """
 
 from __future__ import annotations
 
-import sys
+import fcntl
+import json
+import os
 import time
-from dataclasses import dataclass, field
+import urllib.request
 from pathlib import Path
 
-from harness import capabilities, capture, network, shaping
-from harness.broker import mosquitto
+from harness import capabilities, capture, network, runconfig, shaping
+from harness.broker import broker_daemon
 from harness.clock import EmulatedClock
-from harness.keyservices import CLAVIS_PORT, RELAY_PORT, KeyServices
-from harness.process import ManagedProcess, ProcessGroup
-from harness.scenario import Scenario
+from harness.daemon import Daemon, DaemonSet, python_daemon
+from harness.enums import Mode
+from harness.keyservices import key_daemons, key_request_config, make_pki, provision_timeout_s
+from harness.lifecycle import StopRequest
+from harness.netns import namespace_path
+from harness.runconfig import RunConfig
 from harness.state import RunState
 
-
-def free_tcp_port() -> int:
-    """A currently free TCP port on loopback, for the run's OpenFlow controller."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+#: Machine-wide: two Fig. 1 networks would collide on their switch and host names, whichever state
+#: folder their runs record into.
+LOCK_PATH = Path(os.environ.get("QIOT_LOCK_PATH", "/run/qiot-testbed.lock"))
 
 
-@dataclass
 class Testbed:
     """Everything of a run that exists independently of the key mode."""
 
     __test__ = False  # a name pytest would otherwise try to collect as a test class
 
-    scenario: Scenario
-    run_dir: Path
-    state: RunState
-    seed: int = 1
-    modes: tuple[str, ...] = ()
-    rogue_hosts: int = 0
-    caps: capabilities.Capabilities = field(default_factory=capabilities.probe)
-    processes: ProcessGroup | None = None
-    net: network.QiotNetwork | None = None
-    facts: dict = field(default_factory=dict)
+    def __init__(self, config: RunConfig, state: RunState, stop: StopRequest | None = None,
+                 caps: capabilities.Capabilities | None = None) -> None:
+        self.config, self.state = config, state
+        self.stop = stop or StopRequest()
+        self.caps = caps or capabilities.probe()
+        self.daemons = DaemonSet(state, netns=self.netns_pid, stop=self.stop)
+        self.net: network.QiotNetwork | None = None
+        self.facts: dict = {}
+        self.key_clock: EmulatedClock | None = None
+        self._lock_file = None
+        self._declared = False
+
+    @classmethod
+    def for_scenario(cls, scenario, run_dir: Path, state: RunState, modes: tuple[str, ...] = (),
+                     rogue_hosts: int = 0, stop: StopRequest | None = None) -> "Testbed":
+        """A testbed of ``scenario`` for the real-network tests and benchmarks (no mode runs unless asked)."""
+        config = runconfig.build(scenario, run_id=state.run_id, run_dir=run_dir, modes=modes,
+                                 rogue_hosts=rogue_hosts)
+        return cls(config, state, stop)
+
+    # --- facts ----------------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return self.config.path
 
     @property
     def devices(self) -> int:
-        return self.scenario.section("devices")["count"]
-
-    def fibre_delay_ms(self) -> float:
-        fibre = self.scenario.section("fibre")
-        return fibre["length_km"] * fibre["propagation_us_per_km"] / 1000.0
-
-    def wireless(self) -> shaping.WirelessShape:
-        return shaping.WirelessShape.from_scenario(self.scenario.section("wireless"))
+        return self.config.devices.count
 
     def mechanisms(self) -> dict:
         """What the run's metadata records about how the network is emulated."""
         return {"switch": f"Open vSwitch, {self.caps.switch_datapath} datapath, OpenFlow 1.3",
                 "controller": "os-ken, controllers.provisioning (devices provisioned by MAC from the inventory)",
-                "shaping": shaping.describe(self.caps.shaping, self.fibre_delay_ms())}
+                "shaping": shaping.describe(self.caps.shaping, self.config.fibre.delay_ms)}
 
-    keys: KeyServices | None = None
-    rest_port: int | None = None
+    def netns_pid(self, host: str) -> int:
+        """PID of the process holding ``host``'s namespace (the Mininet host's shell)."""
+        if self.net is None:
+            raise network.NetworkError(f"host {host!r} has no namespace yet: the network is not up")
+        return self.net.netns_pid(host)
 
-    #: TCP port of the gateway's key relay on the wireless side (devices fetch QKD keys there).
-    relay_port: int = RELAY_PORT
-
-    #: The capture of the Clavis datagrams (the paper's Fig. 2e), running as long as the key path.
-    key_capture: ManagedProcess | None = None
-
-    def platform_key_args(self, mode: str) -> list[str]:
-        """Arguments telling the platform where its keys come from in ``mode``."""
-        return self.keys.platform_args() if mode == "qkd" else []
-
-    def device_key_spec(self, mode: str) -> dict:
-        """Fleet-spec entries telling devices where to get keys in ``mode``."""
-        return self.keys.device_spec() if mode == "qkd" else {}
-
-    def start_key_services(self) -> None:
-        """The QKD link, both KMEs and the gateway relay (only when a QKD mode will run)."""
-        from topologies.fig1 import ALICE_IP, DC_IP, GW_WIRELESS_IP, device_name
-
-        hosts = ("dc", "alice", "gw")
-        self.keys = KeyServices(self.run_dir, self.scenario, [device_name(i) for i in range(1, self.devices + 1)],
-                                {h: self.net.netns_pid(h) for h in hosts},
-                                {"dc": DC_IP, "alice": ALICE_IP, "gw_wireless": GW_WIRELESS_IP}, self.seed)
-        self.keys.make_pki()
-        # Clavis datagrams between Bob's KME and Bob's key-extraction service on the data-centre
-        # host, from the first provisioning on: keys are reserved when issued, not when used.
-        self.key_capture = capture.tcpdump("capture-qkd-keys", self.net.netns_pid("dc"), "lo",
-                                           self.run_dir / "qkd" / "pcap" / "keys.pcap", f"udp port {CLAVIS_PORT}",
-                                           self.run_dir / "logs")
-        self.processes.start(self.key_capture)
-        clock = EmulatedClock(time.time(), self.scenario.section("run")["time_scale"])
-        self.facts["qkd_clock_epoch"] = clock.epoch_wall
-        processes = self.keys.processes(clock)
-        self.processes.start(*processes)
-        # The provisioning app requests the device keys through the gateway once it has discovered
-        # the devices; the run starts its devices when they have keys (or reports that they do not).
-        self.controller_rest("/qiot/key-manager", self.keys.key_request_config())
-        relay = processes[-1]
-        self.facts["device_keys_before_start"] = self.wait_for_device_keys(relay.ready_timeout_s)
+    # --- declaration ----------------------------------------------------------------------------
+    def controller_daemon(self) -> Daemon:
+        """The OpenFlow controller: os-ken running qiot's provisioning app on the run's inventory."""
+        return python_daemon(self.config, "controller", "controllers.launch", host=None)
 
     def write_inventory(self) -> Path:
         """The device inventory the provisioning controller recognises devices by (MAC is the key)."""
-        import json
+        from controllers.launch import inventory_path
 
-        from topologies.fig1 import device_ip, device_mac, device_name
-
-        path = self.run_dir / "config" / "inventory.json"
+        path = inventory_path(self.config)
         path.parent.mkdir(parents=True, exist_ok=True)
-        devices = [{"device_id": device_name(i), "mac": device_mac(i), "ip": device_ip(i),
-                    "credentials": f"pki/sae/{device_name(i)}.crt"} for i in range(1, self.devices + 1)]
-        path.write_text(json.dumps({"devices": devices}, indent=1), encoding="utf-8")
+        path.write_text(json.dumps({"devices": self.config.site.inventory()}, indent=1), encoding="utf-8")
         return path
 
-    def controller_process(self, port: int) -> ManagedProcess:
-        """The OpenFlow controller: os-ken running qiot's provisioning app on the run's inventory."""
-        from topologies.fig1 import GW_WIRELESS_IP
+    def key_clock_args(self) -> list[str]:
+        return ["--clock-epoch", repr(self.key_clock.epoch_wall)]
 
-        self.rest_port = free_tcp_port()
-        return ManagedProcess(
-            name="controller", start_order=0, log_path=self.run_dir / "logs" / "controller.log",
-            argv=[sys.executable, "-m", "controllers.launch", "--port", str(port),
-                  "--inventory", str(self.write_inventory()), "--state-dir", str(self.run_dir / "controller"),
-                  "--rest-port", str(self.rest_port), "--access-switch", "qap4", "--gateway-ip", GW_WIRELESS_IP])
+    def declare(self) -> None:
+        """Declare the testbed's daemons (once): controller, shaper, broker, and the key path if QKD runs."""
+        if self._declared:
+            return
+        self._declared = True
+        self.daemons.add(self.controller_daemon())
+        if self.caps.shaping == "nfqueue" and shaping.needs_shaper(self.config.wireless):
+            self.daemons.add(shaping.shaper_daemon(self.config))
+        self.daemons.add(broker_daemon(self.config))
+        if Mode.QKD in self.config.modes:
+            keys = capture.key_capture(self.config)
+            if keys is not None:
+                self.daemons.add(keys)
+            self.daemons.add(*key_daemons(self.config, self.key_clock_args, keys.name if keys else None))
 
-    def controller_rest(self, path: str, body: dict | None = None, timeout_s: float = 10.0) -> dict:
-        """The controller's northbound REST API: GET a view (``/qiot/devices``, ``/qiot/keys``, ...),
-        or POST ``body`` (e.g. ``/qiot/key-manager``)."""
-        import json
-        import urllib.request
-
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(f"http://127.0.0.1:{self.rest_port}{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
-        with opener.open(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-
-    def wait_for_device_keys(self, timeout_s: float) -> bool:
-        """Wait until the controller's key request has given every device a key id."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if len(self.controller_rest("/qiot/keys").get("key_ids", {})) >= self.devices:
-                return True
-            time.sleep(0.25)
-        return False
-
+    # --- bring-up -------------------------------------------------------------------------------
     def _lock(self) -> None:
-        """Take the machine-wide testbed lock: two Fig. 1 networks would collide on their names."""
-        import fcntl
-        import os
-
-        self.state.dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.state.dir / "testbed.lock", "a+")
+        """Take the machine-wide testbed lock."""
+        LOCK_PATH.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = open(LOCK_PATH, "a+")
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -172,53 +128,87 @@ class Testbed:
         self._lock_file.write(f"pid {os.getpid()}, run {self.state.run_id}")
         self._lock_file.flush()
 
+    def prepare(self) -> None:
+        """Everything that comes before the first daemon: files, declarations, every pre-start check."""
+        self.config.write()
+        self.config.logs_dir.mkdir(parents=True, exist_ok=True)
+        self.write_inventory()
+        if Mode.QKD in self.config.modes:
+            make_pki(self.config)
+        self.declare()
+        self.daemons.preflight()
+
     def up(self) -> "Testbed":
-        """Bring everything up; on any failure, tear down what was started and re-raise."""
+        """Bring everything up; on any failure (or a stop request), tear down what was started and re-raise."""
         if self.caps.shaping == "none":
             raise network.NetworkError("this kernel has neither netem nor NFQUEUE+statistic+HTB: "
                                        "links cannot be shaped")
+        self.prepare()
         self._lock()
         self.state.record_owner()
-        from topologies.fig1 import DC_IP, Fig1Topo, LinkShape, device_name
-
-        logs = self.run_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        self.processes = ProcessGroup(self.state)
         try:
             self.facts["ovs_started_by_run"] = network.ensure_ovs()
-            network.route_mininet_log(logs / "mininet.log")
-            port = free_tcp_port()
-            self.processes.start(self.controller_process(port))
+            network.route_mininet_log(self.config.logs_dir / "mininet.log")
+            self.daemons.start("controller")
             started = time.monotonic()
-            fibre, wireless = self.scenario.section("fibre"), self.wireless()
-            topo = Fig1Topo(devices=self.devices, optical_switch=fibre["optical_switch"],
-                            fibre=LinkShape(fibre["classical_rate_mbit"], self.fibre_delay_ms()),
-                            wireless=LinkShape(wireless.rate_mbit, wireless.delay_ms, wireless.jitter_ms,
-                                               wireless.loss_pct),
-                            netem=self.caps.shaping == "netem", rogue_hosts=self.rogue_hosts)
-            self.net = network.build(topo, self.caps, port, self.state)
+            from topologies.fig1 import mininet_topo
+
+            topo = mininet_topo(self.config.site, self.config.fibre, self.config.wireless,
+                                netem=self.caps.shaping == "netem")
+            self.net = network.build(topo, self.caps, self.config.controller.openflow, self.state)
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
+            self.stop.check()
+            hosts = [h.name for h in self.net.net.hosts]
+            self.config.write_hosts({name: namespace_path(self.net.netns_pid(name)) for name in hosts})
             if self.caps.shaping == "nfqueue":
-                hosts = [self.net.host(device_name(i)) for i in range(1, self.devices + 1)]
-                shaper = shaping.apply_fallback(self.net.host("gw"), hosts, wireless, logs, self.seed)
-                if shaper is not None:
-                    self.processes.start(shaper)
-            self.processes.start(mosquitto(self.net.netns_pid("dc"), DC_IP, self.run_dir))
-            if "qkd" in self.modes:
+                site = self.config.site
+                shaping.install_fallback_rules(self.net.host("gw"), [self.net.host(d) for d in site.device_names()],
+                                               site.gw_wireless_intf, self.config.wireless)
+            self.daemons.start(*[name for name in ("shaper", "broker") if name in self.daemons])
+            if Mode.QKD in self.config.modes:
                 self.start_key_services()
         except BaseException:
             self.down()
             raise
         return self
 
+    def start_key_services(self) -> None:
+        """The QKD link, both KMEs and the gateway relay; then the controller's key request."""
+        self.key_clock = EmulatedClock(time.time(), self.config.run.time_scale)
+        self.facts["qkd_clock_epoch"] = self.key_clock.epoch_wall
+        self.daemons.start("relay")
+        # The provisioning app requests the device keys through the gateway once it has discovered
+        # the devices; the run starts its devices when they have keys (or reports that they do not).
+        self.controller_rest("/qiot/key-manager", key_request_config(self.config, self.netns_pid("gw")))
+        self.facts["device_keys_before_start"] = self.wait_for_device_keys(provision_timeout_s(self.config))
+
+    def controller_rest(self, path: str, body: dict | None = None, timeout_s: float = 10.0) -> dict:
+        """The controller's northbound REST API: GET a view (``/qiot/devices``, ``/qiot/keys``, ...),
+        or POST ``body`` (e.g. ``/qiot/key-manager``)."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.config.controller.rest}{path}", data=data,
+                                         headers={"Content-Type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
+        with opener.open(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+
+    def wait_for_device_keys(self, timeout_s: float) -> bool:
+        """Wait until the controller's key request has given every device a key id."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(self.controller_rest("/qiot/keys").get("key_ids", {})) >= self.devices:
+                return True
+            if self.stop.wait(0.25):
+                self.stop.check()
+        return False
+
     def down(self) -> None:
-        """Stop every process and the network; safe to call more than once."""
-        if self.processes is not None:
-            self.processes.stop_all()
+        """Stop every daemon and the network; safe to call more than once."""
+        self.daemons.stop_all()
         if self.net is not None:
             self.net.stop()
             self.net = None
-        if getattr(self, "_lock_file", None) is not None:
+        if self._lock_file is not None:
             self._lock_file.close()  # closing releases the flock
             self._lock_file = None
 

@@ -1,4 +1,4 @@
-"""The paper's Fig. 1 as a Mininet topology: data centre, optical network, IoT gateway, devices.
+"""The paper's Fig. 1: the site description (pure) and its Mininet topology (built on demand).
 
 ::
 
@@ -17,18 +17,29 @@ The classical channel between Alice and Bob is a real link through the optical n
 optical switch in ``bcn``); the quantum channel is not an IP link and is modelled by the QKD core.
 The gateway routes between the optical side (10.0.0.0/24) and the wireless side (10.1.0.0/16).
 Switch names start with ``q`` and carry a number so Mininet derives their datapath ids.
+
+:class:`Fig1Site` is every fact about the site a part of qiot needs (host names, addresses, MACs,
+interfaces, service ports) and imports nothing from Mininet, so daemons and pure cores read it from
+the run configuration; :func:`mininet_topo` builds the Mininet topology from it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from mininet.topo import Topo
+from harness.links import FibreSettings, WirelessShape
+from harness.settings import setting
 
 DC_IP, ALICE_IP, GW_OPTICAL_IP, GW_WIRELESS_IP = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.1.0.1"
 OPTICAL_PREFIX, WIRELESS_PREFIX = 24, 16
 WIRELESS_SUBNET = "10.1.0.0/16"
 FIRST_DEVICE_HOST_NUMBER = 10  # addresses below are kept for infrastructure on the wireless side
+ROGUE_SUBNET_THIRD_OCTET = 255  # rogue hosts (tests only) sit in 10.1.255.0/24, far from devices
+
+#: Interfaces and bridges named once: the gateway's two sides and the wireless access switch.
+GW_OPTICAL_INTF, GW_WIRELESS_INTF = "gw-eth0", "gw-eth1"
+DC_INTF = "dc-eth0"
+ACCESS_SWITCH = "qap4"
 
 
 def device_name(index: int) -> str:
@@ -47,9 +58,6 @@ def device_mac(index: int) -> str:
     return "02:51:0a:%02x:%02x:%02x" % ((index >> 16) & 0xFF, (index >> 8) & 0xFF, index & 0xFF)
 
 
-ROGUE_SUBNET_THIRD_OCTET = 255  # rogue hosts (tests only) sit in 10.1.255.0/24, far from devices
-
-
 def rogue_name(index: int) -> str:
     """Host name of rogue host ``index`` (1-based): an uninventoried station on the access switch."""
     return f"r{index}"
@@ -62,6 +70,45 @@ def rogue_ip(index: int) -> str:
 def rogue_mac(index: int) -> str:
     """A stable MAC outside the inventory's ``02:51:0a`` range."""
     return "02:66:0b:00:%02x:%02x" % ((index >> 8) & 0xFF, index & 0xFF)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServicePorts:
+    """TCP/UDP ports of the site's services (protocol and deployment facts, not measurements)."""
+
+    mqtt: int = setting(1883, doc="MQTT broker on the data-centre host (IANA port of unencrypted MQTT)")
+    classical: int = setting(7001, doc="QKD Alice <-> Bob post-processing channel (TCP, optical network)")
+    clavis: int = setting(5323, doc="IDQ QKDSequence key extraction, UDP on each QKD end's loopback "
+                                    "(reference.md section 3)")
+    kme: int = setting(9443, doc="ETSI GS QKD 014 KMEs (HTTPS, mutual TLS) on dc and alice")
+    relay: int = setting(8443, doc="gateway key relay on the wireless side (devices fetch QKD keys)")
+    relay_admin: int = setting(8081, doc="relay's provisioning endpoint on the gateway's loopback")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fig1Site:
+    """The Fig. 1 site of one run: how many devices, whether the BCN optical switch is in, ports."""
+
+    devices: int = setting(doc="number of FiPy device hosts d1..dN", minimum=1)
+    optical_switch: bool = setting(False, doc="the BCN optical switch qox2 between qdc1 and qed3")
+    rogue_hosts: int = setting(0, doc="uninventoried stations r1..rN on the access switch (tests)", minimum=0)
+    ports: ServicePorts = field(default_factory=ServicePorts)
+
+    dc_ip = DC_IP
+    alice_ip = ALICE_IP
+    gw_optical_ip = GW_OPTICAL_IP
+    gw_wireless_ip = GW_WIRELESS_IP
+    gw_wireless_intf = GW_WIRELESS_INTF
+    dc_intf = DC_INTF
+    access_switch = ACCESS_SWITCH
+
+    def device_names(self) -> list[str]:
+        return [device_name(i) for i in range(1, self.devices + 1)]
+
+    def inventory(self) -> list[dict]:
+        """What the provisioning controller recognises devices by (the MAC is the key)."""
+        return [{"device_id": device_name(i), "mac": device_mac(i), "ip": device_ip(i),
+                 "credentials": f"pki/sae/{device_name(i)}.crt"} for i in range(1, self.devices + 1)]
 
 
 @dataclass(frozen=True)
@@ -87,37 +134,40 @@ class LinkShape:
         return options
 
 
-class Fig1Topo(Topo):
-    """Fig. 1 with ``devices`` FiPy hosts; ``optical_switch`` adds the BCN optical switch;
-    ``rogue_hosts`` adds uninventoried hosts ``r1``... on the access switch (provisioning tests)."""
+def mininet_topo(site: Fig1Site, fibre: FibreSettings, wireless: WirelessShape, netem: bool):
+    """The Mininet ``Topo`` of ``site``: fibre spans and wireless links shaped per ``netem``.
 
-    def build(self, devices: int = 3, optical_switch: bool = False, fibre: LinkShape = LinkShape(),
-              wireless: LinkShape = LinkShape(), netem: bool = False, rogue_hosts: int = 0) -> None:
-        dc = self.addHost("dc", ip=f"{DC_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
-        alice = self.addHost("alice", ip=f"{ALICE_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
-        gw = self.addHost("gw", ip=f"{GW_OPTICAL_IP}/{OPTICAL_PREFIX}")
-        s_dc = self.addSwitch("qdc1")
-        s_edge = self.addSwitch("qed3")
-        s_ap = self.addSwitch("qap4")
+    Without netem only the wireless rate is given to Mininet (its delay/loss would silently not be
+    applied; :mod:`harness.shaping` adds them at the gateway).
+    """
+    from mininet.topo import Topo
 
-        self.addLink(dc, s_dc)
-        if optical_switch:
-            # Two fibre spans meet at the optical switch; each carries half of the fibre delay.
-            s_ox = self.addSwitch("qox2")
-            half = LinkShape(fibre.rate_mbit, fibre.delay_ms / 2, fibre.jitter_ms, fibre.loss_pct)
-            self.addLink(s_dc, s_ox, **half.tclink_options(netem))
-            self.addLink(s_ox, s_edge, **half.tclink_options(netem))
-        else:
-            self.addLink(s_dc, s_edge, **fibre.tclink_options(netem))
-        self.addLink(alice, s_edge)
-        self.addLink(gw, s_edge, intfName1="gw-eth0")
-        self.addLink(gw, s_ap, intfName1="gw-eth1", params1={"ip": f"{GW_WIRELESS_IP}/{WIRELESS_PREFIX}"})
-        for index in range(1, devices + 1):
-            host = self.addHost(device_name(index), ip=f"{device_ip(index)}/{WIRELESS_PREFIX}",
-                                mac=device_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
-            self.addLink(host, s_ap, **wireless.tclink_options(netem))
-        # Rogues come after the devices, so the devices' switch ports are the same with or without them.
-        for index in range(1, rogue_hosts + 1):
-            host = self.addHost(rogue_name(index), ip=f"{rogue_ip(index)}/{WIRELESS_PREFIX}",
-                                mac=rogue_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
-            self.addLink(host, s_ap, **wireless.tclink_options(netem))
+    fibre_shape = LinkShape(fibre.classical_rate_mbit, fibre.delay_ms)
+    radio = LinkShape(wireless.rate_mbit, wireless.delay_ms, wireless.jitter_ms, wireless.loss_pct)
+    topo = Topo()
+    dc = topo.addHost("dc", ip=f"{DC_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
+    alice = topo.addHost("alice", ip=f"{ALICE_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
+    gw = topo.addHost("gw", ip=f"{GW_OPTICAL_IP}/{OPTICAL_PREFIX}")
+    s_dc, s_edge, s_ap = topo.addSwitch("qdc1"), topo.addSwitch("qed3"), topo.addSwitch(ACCESS_SWITCH)
+    topo.addLink(dc, s_dc, intfName1=DC_INTF)
+    if site.optical_switch:
+        # Two fibre spans meet at the optical switch; each carries half of the fibre delay.
+        s_ox = topo.addSwitch("qox2")
+        half = LinkShape(fibre_shape.rate_mbit, fibre_shape.delay_ms / 2)
+        topo.addLink(s_dc, s_ox, **half.tclink_options(netem))
+        topo.addLink(s_ox, s_edge, **half.tclink_options(netem))
+    else:
+        topo.addLink(s_dc, s_edge, **fibre_shape.tclink_options(netem))
+    topo.addLink(alice, s_edge)
+    topo.addLink(gw, s_edge, intfName1=GW_OPTICAL_INTF)
+    topo.addLink(gw, s_ap, intfName1=GW_WIRELESS_INTF, params1={"ip": f"{GW_WIRELESS_IP}/{WIRELESS_PREFIX}"})
+    for index in range(1, site.devices + 1):
+        host = topo.addHost(device_name(index), ip=f"{device_ip(index)}/{WIRELESS_PREFIX}",
+                            mac=device_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
+        topo.addLink(host, s_ap, **radio.tclink_options(netem))
+    # Rogues come after the devices, so the devices' switch ports are the same with or without them.
+    for index in range(1, site.rogue_hosts + 1):
+        host = topo.addHost(rogue_name(index), ip=f"{rogue_ip(index)}/{WIRELESS_PREFIX}",
+                            mac=rogue_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
+        topo.addLink(host, s_ap, **radio.tclink_options(netem))
+    return topo

@@ -1,8 +1,9 @@
 """Derive the stored results of one run: wire.csv, capture.json and series.csv per mode.
 
-This is what ``qiot analyze`` (and ``qiot plot`` when the series is missing) runs. It only reads
-files in the run directory and writes new files beside them; ``analysis.json`` at the top records
-the analysis schema version and settings so plots and comparisons can tell what they are reading.
+This is what ``qiot analyze`` (and ``qiot plot`` when the series is missing or older) runs. It only
+reads files in the run directory and writes new files beside them; ``analysis.json`` at the top
+records the analysis schema version, the settings, and what the integrity checks flagged, so plots
+and comparisons can tell what they are reading.
 """
 
 from __future__ import annotations
@@ -12,45 +13,96 @@ import math
 import time
 from pathlib import Path
 
-from harness.analysis.rundir import ANALYSIS_SCHEMA_VERSION, RunDir, open_run
+from harness.analysis.rundir import ANALYSIS_SCHEMA_VERSION, RunDir, RunDirError, open_run, read_metadata
 from harness.analysis.series import DEFAULT_INTERVAL_S, build_series, write_table
 from harness.analysis.wire import wire_for_mode
 
 #: Capture file names inside ``<mode>/pcap/`` (run-directory contract).
 BROKER_PCAP = "dc.pcap"
 DEVICE_PCAP = "gw-wlan.pcap"
+#: Without a recorded energy interval, a run is cut into this many series intervals (Fig. 2a-c
+#: then show a curve, not a dot, however short the run).
+FALLBACK_POINTS = 12
 
 
-def run_duration_s(run: RunDir) -> float | None:
-    """Emulated length of each mode from the scenario (``[run] hours``), None if not recorded."""
-    hours = run.scenario.get("run", {}).get("hours")
-    return float(hours) * 3600.0 if isinstance(hours, (int, float)) and hours > 0 else None
+def series_interval(run: RunDir) -> tuple[float, str]:
+    """The series interval of a run and where it came from: the run's energy interval (metadata
+    ``energy_interval_s``), else the scenario's ``[devices] energy_interval_s``, else the run length
+    / :data:`FALLBACK_POINTS`, else :data:`DEFAULT_INTERVAL_S`."""
+    recorded = run.metadata.get("energy_interval_s")
+    if _positive(recorded):
+        return float(recorded), "metadata energy_interval_s"
+    scenario = run.scenario.get("devices", {}).get("energy_interval_s")
+    if _positive(scenario):
+        return float(scenario), "scenario [devices] energy_interval_s"
+    if run.duration_s:
+        return run.duration_s / FALLBACK_POINTS, f"run length / {FALLBACK_POINTS}"
+    return DEFAULT_INTERVAL_S, "default"
 
 
-def analyze_run(path: str | Path, interval_s: float = DEFAULT_INTERVAL_S,
-                broker_port: int | None = None) -> dict:
-    """Analyse every mode of the run at ``path``; write the derived files and return analysis.json's content."""
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def analyze_run(path: str | Path, interval_s: float | None = None, broker_port: int | None = None) -> dict:
+    """Analyse every mode of the run at ``path``; write the derived files and return analysis.json's content.
+
+    ``interval_s``: series interval in emulated seconds (None: :func:`series_interval`).
+    Raises :class:`~harness.analysis.rundir.RunDirError` on a damaged run (see rundir).
+    """
     run = open_run(path)
+    if interval_s is None:
+        interval_s, source = series_interval(run)
+    else:
+        source = "given"
+    if not interval_s > 0:
+        raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
     port = broker_port or int(run.metadata.get("mqtt_port", 1883))
     report: dict = {"schema_version": ANALYSIS_SCHEMA_VERSION, "interval_s": interval_s,
+                    "interval_source": source,
                     "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "run_status": run.metadata.get("status"), "modes": {}}
+                    "run_status": run.status, "run_schema_version": run.schema_version,
+                    "emulation": run.emulation, "modes": {}}
     for mode in run.modes:
         folder = run.mode_dir(mode)
         messages = run.messages(mode)
         wire, check = wire_for_mode(messages, run.pcap(mode, BROKER_PCAP), run.pcap(mode, DEVICE_PCAP), port)
         files = write_table(wire, folder / "wire.csv")
         (folder / "capture.json").write_text(json.dumps(_finite(check), indent=2) + "\n", encoding="utf-8")
-        energy_path = folder / "energy.csv"
-        energy = run.energy(mode) if energy_path.is_file() else None
-        series = build_series(messages, energy, run.keys(mode), wire, interval_s, run_duration_s(run))
+        faults = run.faults(mode)
+        series = build_series(messages, run.energy(mode), run.keys(mode), wire, interval_s, run.duration_s,
+                              faults)
         files += write_table(series, folder / "series.csv")
         report["modes"][mode] = {"files": files + ["capture.json"],
                                  "capture_drops": check.get("capture_drops"),
                                  "wire_only": check.get("wire_only"),
-                                 "device_missing": check.get("device_missing")}
+                                 "device_missing": check.get("device_missing"),
+                                 "faults": len(faults)}
+    report["warnings"] = list(run.warnings)
     (run.path / "analysis.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def rederive_run(path: str | Path) -> list[str]:
+    """Rebuild every mode's messages.csv and summary.csv from its raw sent.csv and received.csv
+    (what ``qiot run`` does at the end of a mode); return the modes rebuilt.
+
+    The repair for a damaged or deleted derived file; the raw files are not touched.
+    """
+    from harness.results import finalize_mode
+
+    root = Path(path)
+    run = RunDir(root, read_metadata(root))  # not open_run: that refuses the damage being repaired
+    listed = run.metadata.get("modes")
+    names = [str(m) for m in listed] if isinstance(listed, list) else sorted(p.name for p in root.iterdir())
+    rebuilt = []
+    for mode in names:
+        if (root / mode / "sent.csv").is_file():
+            finalize_mode(root / mode, mode, run.devices or 0)
+            rebuilt.append(mode)
+    if not rebuilt:
+        raise RunDirError(f"{root}: no <mode>/sent.csv to derive messages.csv from")
+    return rebuilt
 
 
 def _finite(value):

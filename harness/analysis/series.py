@@ -1,23 +1,22 @@
-"""Per-interval time series of one mode (default: one row per emulated hour, as Fig. 2a-c plot).
+"""Per-interval time series of one mode (``series.csv``; what Fig. 2a-c plot).
 
-Messages are binned by their emulated send time ``t_emul``; energy rows by ``t_start_s``. Across
-devices, RDC and battery life are averaged with 95% Student-t intervals. Within one device and
-interval the energy rows are combined exactly: RDC weighted by duration, battery life as the
-duration-weighted *harmonic* mean (lifetime = C / (I_avg + I_self), so 1/lifetime averages linearly
-over time, the self-discharge term included).
+Messages are binned by their emulated send time ``t_emul``; energy rows by ``t_start_s``. Every
+figure of one interval is computed by :mod:`harness.analysis.stats` exactly as for the whole mode
+(``summary.csv``, ``qiot compare``): energy over devices (each device's rows in the interval
+combined exactly), latency over received messages, loss as a pooled proportion with its Wilson
+interval. The ``faults`` column names the faults (metadata ``faults``) that overlap each interval.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
+from typing import Any, Iterable
 
-import numpy as np
 import pandas as pd
 
-from harness.analysis.stats import mean_ci, proportion_ci
+from harness.analysis.stats import estimate, mode_samples, percentile
 
-#: Default series interval: one emulated hour (the paper plots 24 h).
+#: Last-resort series interval: one emulated hour (the paper plots 24 h); see analyze.series_interval.
 DEFAULT_INTERVAL_S = 3600.0
 
 #: Columns of ``<mode>/series.csv`` (documented in docs/results.md).
@@ -28,40 +27,18 @@ SERIES_COLUMNS = (
     "wire_received", "wire_loss_pct", "wire_latency_mean_ms", "wire_latency_p95_ms",
     "devices", "rdc_mean", "rdc_ci95", "battery_life_days_mean", "battery_life_days_ci95",
     "avg_current_ma_mean", "energy_j_total", "keys_in_buffer", "keys_delivered",
+    "lost_network", "not_published", "dropped_queue_overflow", "delivered_late", "faults",
 )
-
-
-def _per_device_energy(rows: pd.DataFrame) -> pd.DataFrame:
-    """Combine one interval's energy rows per device (duration-weighted; harmonic for lifetime)."""
-    rows = rows.assign(duration=(rows["t_end_s"] - rows["t_start_s"]).clip(lower=0))
-    out = []
-    for device, group in rows.groupby("device"):
-        weight = group["duration"].to_numpy(dtype=float)
-        if weight.sum() <= 0:
-            weight = np.ones(len(group))
-        life = group["battery_life_days"].to_numpy(dtype=float)
-        with np.errstate(divide="ignore"):
-            inv_life = np.average(1.0 / life, weights=weight)
-        out.append({"device": device,
-                    "rdc": float(np.average(group["rdc"], weights=weight)),
-                    "battery_life_days": math.inf if inv_life == 0 else float(1.0 / inv_life),
-                    "avg_current_ma": float(np.average(group["avg_current_ma"], weights=weight)),
-                    "energy_j": float(group["energy_j"].sum())})
-    return pd.DataFrame(out, columns=["device", "rdc", "battery_life_days", "avg_current_ma", "energy_j"])
-
-
-def _percentile(values: pd.Series, q: float) -> float:
-    values = values.dropna()
-    return float(np.percentile(values, q)) if len(values) else math.nan
 
 
 def build_series(messages: pd.DataFrame, energy: pd.DataFrame | None, keys: pd.DataFrame | None = None,
                  wire: pd.DataFrame | None = None, interval_s: float = DEFAULT_INTERVAL_S,
-                 duration_s: float | None = None) -> pd.DataFrame:
+                 duration_s: float | None = None, faults: Iterable[dict[str, Any]] = ()) -> pd.DataFrame:
     """Aggregate one mode into :data:`SERIES_COLUMNS`, one row per interval from t=0.
 
     ``duration_s`` (the emulated run length) fixes the number of intervals; without it the last
     message or energy row does. Intervals without data get counts of 0 and NaN statistics.
+    ``faults``: dicts with ``kind``, ``at_s``, ``duration_s`` (and optionally ``target``).
     """
     if not interval_s > 0:
         raise ValueError(f"interval_s must be > 0, got {interval_s!r}")
@@ -70,60 +47,72 @@ def build_series(messages: pd.DataFrame, energy: pd.DataFrame | None, keys: pd.D
         ends.append(float(energy["t_end_s"].max()))
     span = duration_s if duration_s else max(ends)
     count = max(1, math.ceil(span / interval_s - 1e-9))
-    msg_bin = (messages["t_emul"] // interval_s).astype(int).clip(0, count - 1)
+    msg_bin = (messages["t_emul"] // interval_s).astype(int).clip(0, count - 1).to_numpy()
     energy_bin = None
     if energy is not None and len(energy):
-        energy_bin = (energy["t_start_s"] // interval_s).astype(int).clip(0, count - 1)
+        energy_bin = (energy["t_start_s"] // interval_s).astype(int).clip(0, count - 1).to_numpy()
+    faults = list(faults)
     rows = []
     for index in range(count):
         start, end = index * interval_s, (index + 1) * interval_s
-        msgs = messages[msg_bin == index]
-        sent, received = len(msgs), int(msgs["received"].sum())
-        loss = proportion_ci(sent - received, sent)
-        latency_values = msgs.loc[msgs["received"] == 1, "latency_ms"]
-        latency = mean_ci(latency_values)
-        row = {"interval": index, "t_start_s": start, "t_end_s": end, "sent": sent,
-               "received": received, "lost": sent - received, "loss_pct": 100 * loss.mean,
-               "loss_ci95_low_pct": 100 * loss.low, "loss_ci95_high_pct": 100 * loss.high,
-               "latency_mean_ms": latency.mean, "latency_ci95_ms": latency.half_width,
-               "latency_p50_ms": _percentile(latency_values, 50),
-               "latency_p95_ms": _percentile(latency_values, 95),
-               "latency_p99_ms": _percentile(latency_values, 99)}
-        row.update(_wire_columns(wire, msg_bin, index, sent))
-        row.update(_energy_columns(energy, energy_bin, index))
+        in_bin = msg_bin == index
+        samples = mode_samples(messages[in_bin],
+                               energy[energy_bin == index] if energy_bin is not None else None,
+                               wire[in_bin] if wire is not None else None)
+        row = {"interval": index, "t_start_s": start, "t_end_s": end}
+        row.update(_message_columns(samples))
+        row.update(_wire_columns(samples))
+        row.update(_energy_columns(samples))
         row.update(_key_columns(keys, start, end))
+        row["faults"] = overlapping_faults(faults, start, end)
         rows.append(row)
     return pd.DataFrame(rows, columns=list(SERIES_COLUMNS))
 
 
-def _wire_columns(wire: pd.DataFrame | None, msg_bin: pd.Series, index: int, sent: int) -> dict:
-    if wire is None or wire["broker_seen"].isna().all():
+def overlapping_faults(faults: Iterable[dict[str, Any]], start: float, end: float) -> str:
+    """``;``-joined ``kind`` (``kind@target`` when targeted) of the faults active in [start, end)."""
+    names = []
+    for fault in faults:
+        if fault["at_s"] < end and fault["at_s"] + fault["duration_s"] > start:
+            target = fault.get("target")
+            names.append(f"{fault['kind']}@{target}" if target not in (None, "") else str(fault["kind"]))
+    return ";".join(dict.fromkeys(names))
+
+
+def _message_columns(samples) -> dict:
+    counts, latency_values = samples.counts, samples.values["latency_ms"]
+    loss, latency = estimate(samples, "loss_pct"), estimate(samples, "latency_ms")
+    return {"sent": counts["readings"], "received": counts["received"], "lost": counts["lost"],
+            "loss_pct": loss.mean, "loss_ci95_low_pct": loss.low, "loss_ci95_high_pct": loss.high,
+            "latency_mean_ms": latency.mean, "latency_ci95_ms": latency.half_width,
+            "latency_p50_ms": percentile(latency_values, 50), "latency_p95_ms": percentile(latency_values, 95),
+            "latency_p99_ms": percentile(latency_values, 99),
+            "lost_network": counts["lost_network"], "not_published": counts["not_published"],
+            "dropped_queue_overflow": counts["dropped_queue_overflow"], "delivered_late": counts["delivered_late"]}
+
+
+def _wire_columns(samples) -> dict:
+    loss, latency = estimate(samples, "wire_loss_pct"), estimate(samples, "wire_latency_ms")
+    if loss is None:
         return {"wire_received": math.nan, "wire_loss_pct": math.nan,
                 "wire_latency_mean_ms": math.nan, "wire_latency_p95_ms": math.nan}
-    rows = wire[msg_bin.to_numpy() == index]
-    seen = rows[rows["broker_seen"] == 1]
-    return {"wire_received": len(seen),
-            "wire_loss_pct": 100 * (sent - len(seen)) / sent if sent else math.nan,
-            "wire_latency_mean_ms": float(seen["wire_latency_ms"].mean()) if len(seen) else math.nan,
-            "wire_latency_p95_ms": _percentile(seen["wire_latency_ms"], 95)}
+    return {"wire_received": samples.counts["wire_readings"] - samples.counts["wire_lost"],
+            "wire_loss_pct": loss.mean, "wire_latency_mean_ms": latency.mean,
+            "wire_latency_p95_ms": percentile(samples.values["wire_latency_ms"], 95)}
 
 
-def _energy_columns(energy: pd.DataFrame | None, energy_bin: pd.Series | None, index: int) -> dict:
-    empty = {"devices": 0, "rdc_mean": math.nan, "rdc_ci95": math.nan,
-             "battery_life_days_mean": math.nan, "battery_life_days_ci95": math.nan,
-             "avg_current_ma_mean": math.nan, "energy_j_total": math.nan}
-    if energy is None or energy_bin is None:
-        return empty
-    rows = energy[energy_bin == index]
-    if rows.empty:
-        return empty
-    per_device = _per_device_energy(rows)
-    rdc = mean_ci(per_device["rdc"])
-    life = mean_ci(per_device["battery_life_days"])
-    return {"devices": len(per_device), "rdc_mean": rdc.mean, "rdc_ci95": rdc.half_width,
+def _energy_columns(samples) -> dict:
+    devices = samples.devices
+    if devices.empty:
+        return {"devices": 0, "rdc_mean": math.nan, "rdc_ci95": math.nan,
+                "battery_life_days_mean": math.nan, "battery_life_days_ci95": math.nan,
+                "avg_current_ma_mean": math.nan, "energy_j_total": math.nan}
+    rdc = estimate(samples, "rdc", display_units=False)  # series.csv keeps energy.csv's fraction
+    life = estimate(samples, "battery_life_days")
+    return {"devices": len(devices), "rdc_mean": rdc.mean, "rdc_ci95": rdc.half_width,
             "battery_life_days_mean": life.mean, "battery_life_days_ci95": life.half_width,
-            "avg_current_ma_mean": float(per_device["avg_current_ma"].mean()),
-            "energy_j_total": float(per_device["energy_j"].sum())}
+            "avg_current_ma_mean": estimate(samples, "avg_current_ma").mean,
+            "energy_j_total": float(devices["energy_j"].sum())}
 
 
 def _key_columns(keys: pd.DataFrame | None, start: float, end: float) -> dict:
@@ -145,12 +134,10 @@ def _key_columns(keys: pd.DataFrame | None, start: float, end: float) -> dict:
 
 
 def write_table(frame: pd.DataFrame, path_csv) -> list[str]:
-    """Write ``frame`` as CSV, and as Parquet beside it when pyarrow is installed; return file names."""
+    """Write ``frame`` as CSV; return the file names written.
+
+    CSV only, as every other table of a run directory: one copy of each result (a Parquet twin
+    would be a second copy to keep in step, read by nothing in qiot, and would need pyarrow);
+    ``pd.read_csv(path).to_parquet(...)`` makes one when wanted."""
     frame.to_csv(path_csv, index=False)
-    written = [path_csv.name]
-    if importlib.util.find_spec("pyarrow") is None:  # optional dependency: Parquet only when present
-        return written
-    parquet = path_csv.with_suffix(".parquet")
-    frame.to_parquet(parquet, index=False)
-    written.append(parquet.name)
-    return written
+    return [path_csv.name]

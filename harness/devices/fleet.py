@@ -1,15 +1,18 @@
-"""Host many emulated devices in one process, each thread inside its own device's namespace.
+"""The device fleet of one mode: every device of the run hosted in one process, on the real network.
 
-A Python interpreter per device costs 20-30 MiB (platform-notes), so devices share this process:
-each device thread first enters its Mininet host's network namespace (``setns`` affects only that
-thread), then creates its sockets there, so its traffic leaves from its own address over its own
-shaped link. Run as ``python -m harness.devices.fleet SPEC.json``; prints ``READY`` once every
-thread is in its namespace, appends one row per publish to ``sent.csv`` (flushed, so a crash keeps
-what was sent), and exits when every device has reached the end of the run or on SIGTERM.
+A Python interpreter per device costs 20-30 MiB (platform-notes), so the devices share this process:
+each wake runs on a worker thread that first enters its device's network namespace (``setns``
+affects only that thread) and then opens its sockets there, so the device's traffic leaves from its
+own address over its own shaped link. Run as ``python -m harness.devices.fleet --config
+RUN_DIR/config/run.json --role devices-qkd --clock-epoch E``; prints ``READY`` once every device is
+set up, appends one row per publish to ``sent.csv`` (flushed, so a crash keeps what was sent) and
+the energy rows to ``energy.csv``, writes ``fleet.json`` (how late wakes started, failures) at the
+end, and exits when every device has reached the end of the mode, or on SIGTERM.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import signal
@@ -18,113 +21,150 @@ import threading
 from pathlib import Path
 
 from harness.clock import EmulatedClock
-from harness.devices.agent import DeviceAgent, DeviceConfig, SentRecord
-from harness.devices.keysteps import DkgKeySteps, KeySteps, QkdKeySteps
-from harness.energy import DeviceProfile, IntervalRow, write_energy_csv
-from harness.netns import enter_netns
+from harness.daemon import Daemon, python_daemon
+from harness.devices.agent import DeviceAgent, SentRecord
+from harness.devices.scheduler import WakeScheduler
+from harness.devices.transport import NetworkTransport
+from harness.energy import DeviceProfile, IntervalRow, ProfileError, write_energy_csv
+from harness.energy.wakecycle import assumed_outcome
+from harness.health import percentile
+from harness.enums import Mode, values
+from harness.netns import enter_namespace
+
+#: Most wakes in flight at once. A wake spends ~tens of ms waiting on the network; 64 threads cover
+#: hundreds of wakes per second (engineering choice, not a device property).
+MAX_WORKERS = 64
 
 
-class SentLog:
-    """Thread-safe, line-flushed CSV of every device's publishes."""
+class ExchangeStats:
+    """How much longer each network exchange took than the shaped link explains (emulation health)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, profile: DeviceProfile, rtt_s: float) -> None:
+        self.profile, self.rtt_s = profile, rtt_s
+        self.excess_ms: list[float] = []
+        self.failed = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, step, outcome, ok: bool) -> None:
+        expected = assumed_outcome(self.profile, step, self.rtt_s).duration_s
+        with self._lock:
+            if not ok:
+                self.failed += 1
+            elif len(self.excess_ms) < 200_000:
+                self.excess_ms.append(1000.0 * (outcome.duration_s - expected))
+
+    def as_dict(self) -> dict:
+        return {"count": len(self.excess_ms), "failed": self.failed,
+                "excess_p50_ms": percentile(self.excess_ms, 50), "excess_p95_ms": percentile(self.excess_ms, 95)}
+
+
+class CsvSink:
+    """Thread-safe, line-flushed ``sent.csv`` and appending ``energy.csv`` of one mode."""
+
+    def __init__(self, mode_dir: Path) -> None:
+        mode_dir.mkdir(parents=True, exist_ok=True)
+        path = mode_dir / "sent.csv"
         new = not path.exists() or path.stat().st_size == 0
         self._file = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
+        self._energy_path = mode_dir / "energy.csv"
         self._lock = threading.Lock()
         if new:
             self._writer.writerow(SentRecord.FIELDS)
             self._file.flush()
 
-    def __call__(self, record: SentRecord) -> None:
+    def sent(self, record: SentRecord) -> None:
         with self._lock:
             self._writer.writerow(record.row())
             self._file.flush()
+
+    def energy(self, rows: list[IntervalRow]) -> None:
+        if rows:
+            with self._lock:
+                write_energy_csv(self._energy_path, rows, append=True)
 
     def close(self) -> None:
         self._file.close()
 
 
-class EnergyLog:
-    """Thread-safe appender of energy rows to ``energy.csv``."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-
-    def __call__(self, rows: list[IntervalRow]) -> None:
-        if rows:
-            with self._lock:
-                write_energy_csv(self.path, rows, append=True)
+def fleet_daemon(config, mode: str, clock_args, requires: tuple[str, ...]) -> Daemon:
+    """The fleet of one mode, in the root namespace (its threads enter the devices' namespaces)."""
+    return python_daemon(config, f"devices-{mode}", "harness.devices.fleet", host=None, requires=requires,
+                         runtime_args=clock_args, ready_timeout_s=30.0 + 0.01 * config.devices.count)
 
 
-def key_steps_for(config: DeviceConfig, spec: dict, timeline_charge) -> KeySteps:
-    """The key steps of the configured mode for one device."""
-    if config.mode == "dkg":
-        return DkgKeySteps(config.device_id, config.dkg_curve, config.broker_host, config.broker_port,
-                           config.mqtt_qos)
-    from harness.kme.pki import provision_device
-
-    credentials = provision_device(Path(spec["pki_dir"]), config.device_id)
-    return QkdKeySteps(config.device_id, config.qkd_transport, spec["relay_url"], credentials, timeline_charge)
+def _mode_of(role: str) -> str | None:
+    mode = role.removeprefix("devices-")
+    return mode if role.startswith("devices-") and mode in values(Mode) else None
 
 
-def run_fleet(spec: dict) -> int:
-    """Run every device of ``spec`` to the end of the run; return the number of devices that failed."""
-    clock = EmulatedClock(spec["clock_epoch"], spec["time_scale"])
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log = SentLog(Path(spec["out_dir"]) / "sent.csv")
-    energy_log = EnergyLog(Path(spec["out_dir"]) / "energy.csv")
-    profile = DeviceProfile.load(spec["energy_profile"])
-    if spec.get("profile_overrides"):
-        profile = profile.with_values(spec["profile_overrides"])
-    entered = threading.Barrier(len(spec["devices"]) + 1)
-    failures: list[str] = []
+def check(config, role: str) -> list[str]:
+    """Pre-start check of a fleet's part of the run configuration."""
+    if _mode_of(role) is None:
+        return [f"unknown role {role!r} (known: {', '.join(f'devices-{m}' for m in values(Mode))})"]
+    try:
+        DeviceProfile.load(config.devices.energy_profile)
+    except ProfileError as exc:
+        return [str(exc)]
+    return []
 
-    def device_main(device: dict) -> None:
-        try:
-            enter_netns(device["netns_pid"])
-        except OSError as exc:
-            failures.append(f"{device['config']['device_id']}: {exc}")
-            entered.wait()
-            return
-        entered.wait()
-        try:
-            config = DeviceConfig(**device["config"])
-            agent = DeviceAgent(config, profile, None, clock, spec["end_emul_s"], log, energy_log, stop)
-            agent.keys = key_steps_for(config, spec, lambda ops: [agent.timeline.compute(op) for op in ops])
-            agent.run()
-        except Exception as exc:  # one broken device must not end the others' run; it is reported
-            failures.append(f"{device['config']['device_id']}: {type(exc).__name__}: {exc}")
 
-    threads = [threading.Thread(target=device_main, args=(d,), name=d["config"]["device_id"], daemon=True)
-               for d in spec["devices"]]
-    for thread in threads:
-        thread.start()
-    entered.wait()
-    if failures:
-        print("fleet: could not enter namespaces: " + "; ".join(failures), flush=True)
-        stop.set()
-    else:
-        print(f"READY devices={len(threads)}", flush=True)
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(timeout=0.5)
-    log.close()
-    for failure in failures:
-        print(f"fleet: device failed: {failure}", flush=True)
-    return len(failures)
+def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) -> dict:
+    """Run every device of ``config`` in ``mode`` to the end of the mode; return the fleet's report."""
+    from harness.keyservices import relay_url
+
+    hosts = config.read_hosts()
+    site = config.site
+    profile = DeviceProfile.load(config.devices.energy_profile)
+    transport = NetworkTransport((site.dc_ip, site.ports.mqtt), config.devices.mqtt_qos,
+                                 relay_url(config) if mode == Mode.QKD else None, config.pki_dir)
+    sink = CsvSink(config.mode_dir(mode))
+    exchanges = ExchangeStats(profile, config.wireless.rtt_s)
+    agents = [DeviceAgent(name, Mode(mode), config.devices, config.kme.wireless_transport,
+                          config.qkd.refresh_period_s, profile, transport, sink, config.run.seed,
+                          on_exchange=exchanges)
+              for name in site.device_names()]
+    missing = [agent.device_id for agent in agents if agent.device_id not in hosts]
+    if missing:
+        raise ValueError(f"no namespace for devices {', '.join(missing[:5])} in hosts.json")
+    scheduler = WakeScheduler(clock, workers=min(MAX_WORKERS, len(agents)),
+                              enter=lambda agent: enter_namespace(hosts[agent.device_id]), stop=stop)
+    print(f"READY devices={len(agents)}", flush=True)
+    try:
+        scheduler.run(agents, config.duration_s)
+    finally:
+        sink.close()
+    report = {"devices": len(agents), "workers": scheduler.workers,
+              "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
+              "failures": scheduler.failures,
+              # Failed key refreshes (a relay or KME away, an outage): retried with backoff.
+              "key_failures": {a.device_id: a.keys.failed_total for a in agents if a.keys.failed_total}}
+    (config.mode_dir(mode) / "fleet.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m harness.devices.fleet SPEC.json", file=sys.stderr)
+    from harness import runconfig
+
+    parser = argparse.ArgumentParser(prog="python -m harness.devices.fleet", description=__doc__.splitlines()[0])
+    runconfig.add_role_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = runconfig.read(args.config)
+        problems = check(config, args.role or "")
+        if problems:
+            raise ValueError("; ".join(problems))
+    except ValueError as exc:
+        print(f"error: fleet: {exc}", file=sys.stderr)
         return 2
-    spec = json.loads(Path(args[0]).read_text(encoding="utf-8"))
-    return 1 if run_fleet(spec) else 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    clock = EmulatedClock(args.clock_epoch, config.run.time_scale)
+    report = run_fleet(config, _mode_of(args.role), clock, stop)
+    for failure in report["failures"]:
+        print(f"fleet: device failed: {failure}", flush=True)
+    return 1 if report["failures"] else 0
 
 
 if __name__ == "__main__":

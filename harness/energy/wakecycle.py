@@ -5,7 +5,7 @@ MQTT publish, deep sleep. :func:`plan_wake` returns the steps; :func:`run_steps`
 :class:`DeviceTimeline`, calling the agent's ``perform(step)`` for each step so that the agent does the
 real work (real crypto on the host, real network I/O) and reports each network step's measured
 :class:`NetworkOutcome`. Compute steps are charged at the profile's ESP32 time, never the host's.
-A pure simulation passes a ``perform`` that returns assumed outcomes (see :mod:`harness.energy.simulate`).
+A pure simulation's transport returns assumed outcomes (see :mod:`harness.devices.simulated`).
 
 Step kinds: ``busy`` (fixed CPU work: cpu, or radio listen while associated), ``radio`` (fixed radio-on
 time: association), ``compute`` (a profile crypto op), ``network`` (measured exchange: TX air time +
@@ -19,16 +19,17 @@ from typing import Callable, Sequence
 
 from harness.energy.energest import STATES, DeviceTimeline
 from harness.energy.profile import DeviceProfile
+from harness.enums import DkgCurve, KeyTransport, Mode, values
 
-MODES = ("qkd", "dkg")
-QKD_TRANSPORTS = ("tls_full", "tls_resume", "psk_wrap")
-DKG_CURVES = ("p256", "x25519")
+MODES = values(Mode)
+QKD_TRANSPORTS = values(KeyTransport)
+DKG_CURVES = values(DkgCurve)
 
 # Application-level message sizes (bytes) a pure simulation assumes for TX air time; a networked
 # agent reports the bytes it really sent. Assumptions from typical encodings, not measurements.
 WIRE_BYTES = {
     "key_request": 100,         # assumption: small HTTP-like request naming device and key
-    "wrapped_key": 120,         # assumption: 40-byte RFC 3394 wrapped key + id + framing
+    "wrapped_key": 200,         # assumption: JSON with key_ID, base64 nonce and 48-byte wrapped key + headers
     "tls_full_client": 1100,    # assumption: ClientHello, client certificate, CKE, CertVerify, Finished
     "tls_full_server": 1900,    # assumption: ServerHello, certificate chain, SKE, Finished
     "tls_resumed_client": 350,  # assumption: ClientHello with session ticket, Finished
@@ -41,7 +42,9 @@ WIRE_BYTES = {
 MQTT_OVERHEAD_BYTES = WIRE_BYTES["mqtt_connect"] + WIRE_BYTES["mqtt_publish_header"]
 # Bytes hashed / encrypted by the small crypto steps (drive throughput-op times).
 CRYPTO_BYTES = {
-    "aes_key_unwrap": 6 * 4 * 16,   # RFC 3394: 6 rounds x 4 64-bit blocks of a 256-bit key, 1 AES block each
+    # psk_wrap: AES-256-GCM over the 32-byte key + 16-byte tag, with ~70 bytes of associated data
+    # (device id, key_ID, 16-byte challenge; harness.kme.wrap): assumption from that layout.
+    "psk_unwrap": 32 + 16 + 70,
     "tls_record": 200,              # assumption: one TLS record carrying the key response
     "tls_full_transcript": 3000,    # assumption: handshake transcript + PRF hashing
     "tls_resumed_transcript": 1000,  # assumption
@@ -96,16 +99,21 @@ def key_refresh_due(t_wake_s: float, last_refresh_s: float | None, refresh_perio
 
 
 def plan_wake(profile: DeviceProfile, mode: str, *, key_refresh_due: bool, reading_bytes: int = 200,
-              qkd_transport: str = "psk_wrap", dkg_curve: str = "p256", dkg_authenticated: bool = False,
+              qkd_transport: str = "psk_wrap", devices=None, dkg_curve: str = "p256", dkg_authenticated: bool = False,
               keygen_before_association: bool = False, mqtt_qos: int = 1) -> list[Step]:
     """The steps of one wake for ``mode`` ("qkd" | "dkg").
 
     ``reading_bytes``: plaintext size of the encrypted reading. QKD: ``qkd_transport`` is how the key
     crosses the wireless hop (full TLS handshake with client certificate, resumed TLS, or a key wrapped
-    under a pre-shared per-device key). DKG: ``dkg_curve``; ``dkg_authenticated`` adds an ECDSA signature
-    of the device's public key and a verification of the platform's; ``keygen_before_association``
-    generates the key pair before associating (radio still off).
+    under a pre-shared per-device key). ``devices`` (the scenario's
+    :class:`~harness.devices.config.DeviceSettings`), when given, supplies the device options below.
+    DKG: ``dkg_curve``; ``dkg_authenticated`` adds an ECDSA signature of the device's public key and a
+    verification of the platform's; ``keygen_before_association`` generates the key pair before
+    associating (radio still off).
     """
+    if devices is not None:
+        dkg_curve, dkg_authenticated = devices.dkg_curve, devices.dkg_authenticated
+        keygen_before_association, mqtt_qos = devices.keygen_before_association, devices.mqtt_qos
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if qkd_transport not in QKD_TRANSPORTS:
@@ -148,10 +156,10 @@ FULL_HANDSHAKE_STEPS = (("tls_ecdhe_keygen", "ecc_keygen_p256"), ("tls_ecdhe_agr
 
 def _qkd_key_steps(transport: str) -> list[Step]:
     if transport == "psk_wrap":
-        # TCP connect + request/response, then unwrap under the pre-shared per-device KEK.
+        # TCP connect + request/response, then unwrap (AES-GCM) under the device's pre-shared key.
         return [Step("qkd_fetch", "network", round_trips=2, nbytes=WIRE_BYTES["key_request"],
                      bytes_rx=WIRE_BYTES["wrapped_key"]),
-                Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["aes_key_unwrap"])]
+                Step("qkd_decrypt", "compute", op="aes", nbytes=CRYPTO_BYTES["psk_unwrap"])]
     if transport == "tls_resume":
         # TCP connect + abbreviated handshake (1 RTT) + GET: symmetric crypto only.
         return [Step("qkd_fetch", "network", round_trips=3,

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.tcpinfo import TcpCounters, tcp_counters
+
 from . import etsi
 from .tlshttp import client_context
 
@@ -74,6 +76,7 @@ class HttpClient:
         self.keep_alive, self.resume, self.timeout_s = keep_alive, resume, timeout_s
         self.session: ssl.SSLSession | None = None
         self.counters = TlsCounters()
+        self.tcp = TcpCounters()  # what this client's connections really carried (kernel TCP_INFO)
         self._conn: _Connection | None = None
 
     def request(self, method: str, path: str, body: Any | None = None) -> tuple[int, Any | None]:
@@ -116,6 +119,8 @@ class HttpClient:
     def close(self) -> None:
         """Close the connection (the TLS session is kept for resumption)."""
         if self._conn is not None:
+            sock = self._conn.tls_sock or self._conn.sock
+            self.tcp = self.tcp + tcp_counters(sock)
             self._conn.close()
             self._conn = None
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 from .client import HttpClient
 from .pki import DeviceCredentials
-from .relay import RELAY_ID, TRANSPORTS
+from .config import RELAY_ID
+from .relay import TRANSPORTS
 from .tlshttp import client_context
 from .wrap import CHALLENGE_BYTES, unwrap_key
 
@@ -40,6 +41,9 @@ class KeyFetch:
     full_handshakes: int
     resumed_handshakes: int
     aes_unwraps: int
+    bytes_sent: int = 0      # what the connection really carried (kernel TCP counters)
+    bytes_received: int = 0
+    frames: int | None = None
 
 
 @dataclass
@@ -95,5 +99,7 @@ def fetch_device_key(transport: str, relay_url: str, credentials: DeviceCredenti
         unwraps = 1
     else:
         key = base64.b64decode(body["key"])
+    tcp = client.tcp
     return KeyFetch(body["key_ID"], key, float(body["valid_until_t_emul"]), network_s,
-                    client.counters.full, client.counters.resumed, unwraps)
+                    client.counters.full, client.counters.resumed, unwraps,
+                    tcp.bytes_sent, tcp.bytes_received, tcp.segments_out + 1)  # +1: the FIN of the close

@@ -11,9 +11,11 @@ Routes: TLS transports ``GET /device/v1/key`` (device = client-certificate CN);
 ``psk_wrap`` ``GET /device/v1/{device_id}/key?challenge=<base64url>``. Answers:
 ``{"device", "key_ID", "valid_until_t_emul", "key"}`` (TLS) or ``..., "nonce", "wrapped"}`` (psk).
 
-Run: ``python -m harness.kme.relay --listen ADDR:PORT --transport tls_full --pki DIR
---kme https://ADDR:PORT --device d1 --device d2 ...``; provisions the devices' keys, prints
-``READY`` and refreshes keys every ``--refresh-period-s`` emulated seconds; SIGTERM exits cleanly.
+In a run: ``python -m harness.kme.relay --config RUN_DIR/config/run.json --role relay --clock-epoch E``:
+prints ``READY`` once it serves, obtains the device keys when the SDN provisioning app asks
+(:mod:`harness.kme.relay_admin`) and refreshes them every refresh period; SIGTERM exits cleanly.
+Standalone: ``--listen ADDR:PORT --transport T --pki DIR --kme URL --device d1 ...`` provisions the
+devices' keys itself before serving.
 """
 
 from __future__ import annotations
@@ -29,16 +31,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.clock import EmulatedClock
+from harness.enums import KeyTransport, values
 
 from . import etsi, pki
 from .client import EtsiClient
+from .config import GATEWAY_SAE_ID, KME_ALICE_ID, PLATFORM_SAE_ID, RELAY_ID
 from .lifecycle import GatewayKeyLifecycle
 from .server import parse_address, serve_until_signal
 from .tlshttp import JsonHandler, MtlsHttpServer, server_context
 from .wrap import CHALLENGE_BYTES, wrap_key
 
-TRANSPORTS = ("tls_full", "tls_resume", "psk_wrap")
-RELAY_ID = "relay-gw"  # default entity id of the relay's server certificate (relay/<id>.crt)
+TRANSPORTS = values(KeyTransport)
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +120,59 @@ class RelayServer(MtlsHttpServer):
         return f"{scheme}://{self.server_address[0]}:{self.port}"
 
 
+def check(config, role: str) -> list[str]:
+    """Pre-start check of the relay's part of the run configuration."""
+    problems = []
+    if role != "relay":
+        problems.append(f"unknown role {role!r} (the relay's role is 'relay')")
+    gateway = pki.entity_paths(config.pki_dir, GATEWAY_SAE_ID, "SAE")
+    for path in (gateway.ca, gateway.cert, gateway.key):
+        if not Path(path).is_file():
+            problems.append(f"{path}: missing (the run's PKI is made before the daemons start)")
+    return problems
+
+
+def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
+    """The relay's options from the run configuration (role ``relay``): what the standalone options give."""
+    from harness import runconfig
+    from harness.keyservices import kme_url
+
+    config = runconfig.read(args.config)
+    problems = check(config, args.role)
+    if problems:
+        raise ValueError("; ".join(problems))
+    site = config.site
+    return argparse.Namespace(
+        listen=f"{site.gw_wireless_ip}:{site.ports.relay}", transport=config.kme.wireless_transport,
+        pki=config.pki_dir, relay_id=RELAY_ID, kme=kme_url(config, "alice"), kme_id=KME_ALICE_ID,
+        sae_id=GATEWAY_SAE_ID, slave_sae_id=PLATFORM_SAE_ID, device=site.device_names(),
+        refresh_period_s=config.qkd.refresh_period_s, max_key_per_request=config.kme.max_key_per_request,
+        clock_epoch=args.clock_epoch, time_scale=config.run.time_scale, provision_timeout_s=10.0,
+        # In a run the SDN provisioning app asks for the device keys once it has discovered the devices;
+        # a relay restarted during the run asks its KME itself, as a rebooted gateway would.
+        admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
+        log_level=args.log_level)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m harness.kme.relay``."""
+    """Entry point of ``python -m harness.kme.relay`` (in a run: ``--config run.json --role relay``)."""
+    from harness import runconfig
+
     ap = argparse.ArgumentParser(prog="python -m harness.kme.relay", description=__doc__.split("\n")[0])
-    ap.add_argument("--listen", required=True, help="ADDR:PORT devices connect to")
-    ap.add_argument("--transport", required=True, choices=TRANSPORTS)
-    ap.add_argument("--pki", required=True, type=Path, help="PKI folder (harness.kme.pki layout)")
+    runconfig.add_role_arguments(ap)
+    ap.add_argument("--listen", help="ADDR:PORT devices connect to")
+    ap.add_argument("--transport", choices=TRANSPORTS)
+    ap.add_argument("--pki", type=Path, help="PKI folder (harness.kme.pki layout)")
     ap.add_argument("--relay-id", default=RELAY_ID, help="relay certificate id (relay/<id>.crt)")
-    ap.add_argument("--kme", required=True, help="https://ADDR:PORT of the gateway-side (Alice's) KME")
-    ap.add_argument("--kme-id", default="kme-alice")
-    ap.add_argument("--sae-id", default="gateway", help="the gateway's SAE id (master SAE)")
-    ap.add_argument("--slave-sae-id", default="platform", help="the IoT platform's SAE id (slave SAE)")
-    ap.add_argument("--device", action="append", required=True,
+    ap.add_argument("--kme", help="https://ADDR:PORT of the gateway-side (Alice's) KME")
+    ap.add_argument("--kme-id", default=KME_ALICE_ID)
+    ap.add_argument("--sae-id", default=GATEWAY_SAE_ID, help="the gateway's SAE id (master SAE)")
+    ap.add_argument("--slave-sae-id", default=PLATFORM_SAE_ID, help="the IoT platform's SAE id (slave SAE)")
+    ap.add_argument("--device", action="append",
                     help="device id (repeatable, or comma-separated); provisioning asks one key each")
     ap.add_argument("--refresh-period-s", type=float, default=1800.0,
                     help="emulated seconds between key refreshes (paper: 30 min)")
     ap.add_argument("--max-key-per-request", type=int, default=1000)
-    ap.add_argument("--clock-epoch", type=float, default=None, help="emulated clock epoch (wall s)")
     ap.add_argument("--time-scale", type=float, default=1.0)
     ap.add_argument("--provision-timeout-s", type=float, default=60.0,
                     help="wall seconds to wait for the first provisioning before serving anyway")
@@ -141,8 +180,18 @@ def main(argv: list[str] | None = None) -> int:
                     help="loopback ADDR:PORT of the provisioning endpoint the SDN controller calls")
     ap.add_argument("--await-provisioning", action="store_true",
                     help="obtain keys only when the controller asks (--admin-listen), not at start-up")
+    ap.add_argument("--restarted", action="store_true",
+                    help="in a run: this start is a restart (obtain the device keys now, do not wait)")
     ap.add_argument("--log-level", default="WARNING")
     args = ap.parse_args(argv)
+    try:
+        if args.config is not None:
+            args = _from_run_config(args)
+        elif not (args.listen and args.transport and args.pki and args.kme and args.device):
+            ap.error("give --config and --role, or --listen, --transport, --pki, --kme and --device")
+    except ValueError as exc:
+        print(f"error: relay: {exc}", file=sys.stderr)
+        return 2
     if args.await_provisioning and not args.admin_listen:
         ap.error("--await-provisioning needs --admin-listen")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
@@ -157,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         lifecycle = GatewayKeyLifecycle(kme, args.slave_sae_id, devices, args.refresh_period_s,
                                         args.max_key_per_request)
         psks = ({d: pki.load_psk(args.pki, d) for d in devices}
-                if args.transport == "psk_wrap" else None)
+                if args.transport == KeyTransport.PSK_WRAP else None)
         server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)

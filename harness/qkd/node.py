@@ -1,6 +1,8 @@
 """One end of the emulated QKD link (Alice or Bob) as a process, or as an object in a process.
 
-``python -m harness.qkd.node --role bob --classical-listen 10.0.0.2:7000 --udp-listen 0.0.0.0:5323
+In a run: ``python -m harness.qkd.node --config RUN_DIR/config/run.json --role qkd-bob --clock-epoch E``
+(or ``qkd-alice``): addresses, seed, time scale and link settings come from the run configuration.
+Standalone: ``python -m harness.qkd.node --role bob --classical-listen 10.0.0.2:7000 --udp-listen 0.0.0.0:5323
 --config qkd.json --seed 1 --clock-epoch E --time-scale 60 --out DIR`` (and Alice with
 ``--classical-peer``). Bob prints ``READY`` once his sockets listen, Alice once she is connected;
 both exit cleanly on SIGTERM. Alice runs a block each time emulated time passes a block end, so
@@ -48,6 +50,8 @@ class QkdNode:
         self.channel: Channel | None = None
         self._files = []
         self._blocks_csv = self._buffer_csv = None
+        # Fibre cuts a run schedules (harness.faultinjector): read by Alice before every block.
+        self.cuts_path = out_dir.parent / "cuts.json" if out_dir is not None else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
             self._blocks_csv = self._open_csv(out_dir / "blocks.csv", BlockStats.columns())
@@ -88,9 +92,19 @@ class QkdNode:
                 break
             if self.clock is not None and not self.clock.sleep_until(t_end, self.stop_event):
                 break
-            self._record(engine.run_block(block, block * period, t_end))
+            self._record(engine.run_block(block, block * period, t_end, self.channel_up(block * period, t_end)))
             block += 1
         engine.close()
+
+    def channel_up(self, t_start: float, t_end: float) -> bool:
+        """False if a scheduled fibre cut overlaps the block [t_start, t_end) (emulated seconds)."""
+        if self.cuts_path is None or not self.cuts_path.exists():
+            return True
+        try:
+            cuts = json.loads(self.cuts_path.read_text())
+        except (OSError, ValueError):
+            return True  # being rewritten: the next block reads it whole
+        return not any(cut["from_s"] < t_end and cut["to_s"] > t_start for cut in cuts)
 
     def _run_bob(self) -> None:
         engine = BobEngine(self.config, self.channel, self.seed, self.buffer)
@@ -155,14 +169,40 @@ def _connect(address: tuple[str, int], stop: threading.Event, timeout_s: float) 
             time.sleep(0.1)
 
 
+#: The QKD ends' daemon names in a run, and the end each one is.
+RUN_ROLES = {"qkd-alice": "alice", "qkd-bob": "bob"}
+
+
+def check(config, role: str) -> list[str]:
+    """Pre-start check of a QKD end's part of the run configuration."""
+    return [] if role in RUN_ROLES else [f"unknown role {role!r} (known: {', '.join(RUN_ROLES)})"]
+
+
+def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill the node's options from the run's run.json for role qkd-alice / qkd-bob."""
+    from harness import runconfig
+
+    config = runconfig.read(args.config)
+    end = RUN_ROLES[args.role]
+    site = config.site
+    classical = f"{site.dc_ip}:{site.ports.classical}"
+    return argparse.Namespace(
+        role=end, qkd=config.qkd, seed=config.run.seed, time_scale=config.run.time_scale,
+        clock_epoch=args.clock_epoch, seconds=None, connect_timeout=args.connect_timeout,
+        udp_listen=f"127.0.0.1:{site.ports.clavis}", out=config.link_dir / end,
+        classical_listen=classical if end == "bob" else None, classical_peer=classical if end == "alice" else None)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Process entry point; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m harness.qkd.node", description=__doc__.splitlines()[0])
-    parser.add_argument("--role", choices=("alice", "bob"), required=True)
+    parser.add_argument("--role", choices=("alice", "bob", *RUN_ROLES), required=True,
+                        help="alice or bob standalone; qkd-alice or qkd-bob in a run (with --config run.json)")
     parser.add_argument("--classical-listen", help="Bob: ADDR:PORT to accept Alice on")
     parser.add_argument("--classical-peer", help="Alice: Bob's ADDR:PORT")
     parser.add_argument("--udp-listen", default=f"127.0.0.1:{DEFAULT_PORT}", help="Clavis key service ADDR:PORT")
-    parser.add_argument("--config", type=Path, help="JSON with the scenario's qkd and fibre sections")
+    parser.add_argument("--config", type=Path, help="a run's run.json (roles qkd-*), or JSON with the "
+                                                    "scenario's qkd and fibre sections (roles alice/bob)")
     parser.add_argument("--loss-db", type=float, help="override the fibre loss")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--clock-epoch", type=float)
@@ -172,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     try:
-        config = load_config_file(args.config, args.loss_db) if args.config else QkdLinkConfig(
-            **({"loss_db": args.loss_db} if args.loss_db is not None else {}))
+        if args.role in RUN_ROLES:
+            if args.config is None:
+                raise ValueError(f"role {args.role} needs --config RUN_DIR/config/run.json")
+            args = _from_run_config(args)
+            config = args.qkd
+        else:
+            config = load_config_file(args.config, args.loss_db) if args.config else QkdLinkConfig(
+                **({"loss_db": args.loss_db} if args.loss_db is not None else {}))
         udp = parse_address(args.udp_listen, DEFAULT_PORT)
         peer = parse_address(args.classical_peer) if args.role == "alice" and args.classical_peer else None
         listen = parse_address(args.classical_listen) if args.role == "bob" and args.classical_listen else None

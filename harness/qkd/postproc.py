@@ -105,6 +105,15 @@ def _pa_length(config: QkdLinkConfig, n: int, corrected: int, leaked: int) -> in
     return final_length(n, corrected / n if n else 0.0, leaked, post.verify_tag_bits, post.pa_margin_bits)
 
 
+#: Loss of a cut fibre, dB: no photon gets through (transmittance 1e-30, no click in any block).
+CUT_LOSS_DB = 300.0
+
+
+def block_config(config: QkdLinkConfig, channel_up: bool) -> QkdLinkConfig:
+    """The link as it is during one block: as configured, or with its quantum channel cut."""
+    return config if channel_up else config.replace(loss_db=CUT_LOSS_DB)
+
+
 class AliceEngine:
     """Alice's side of the block protocol."""
 
@@ -112,13 +121,14 @@ class AliceEngine:
         self.config, self.channel, self.seed, self.buffer = config, channel, seed, buffer
         self.perm_seed = int(block_rng(seed, 0, PERMUTATION_STREAM).integers(0, 2**62))
 
-    def run_block(self, block: int, t_start: float, t_end: float) -> BlockStats:
-        """Run one block with Bob; return its statistics."""
+    def run_block(self, block: int, t_start: float, t_end: float, channel_up: bool = True) -> BlockStats:
+        """Run one block with Bob; return its statistics. ``channel_up`` False: the quantum channel is
+        cut for this block (no photon reaches Bob); Alice tells Bob so both draw the same events."""
         started = time.perf_counter()
-        cfg, ch, post = self.config, self.channel, self.config.post
+        cfg, ch, post = block_config(self.config, channel_up), self.channel, self.config.post
         rng = block_rng(self.seed, block, ALICE_STREAM)
         view = generate_events(cfg, self.seed, block, t_end - t_start).alice
-        ch.send("BLOCK", {"block": block, "t_start": t_start, "t_end": t_end,
+        ch.send("BLOCK", {"block": block, "t_start": t_start, "t_end": t_end, "quantum_channel": channel_up,
                           "handed_out": self.buffer.take_handed_out()})
         _, info, arrays = ch.recv("CLICKS")
         self.buffer.mark_handed_out(info["handed_out"])
@@ -213,6 +223,7 @@ class BobEngine:
             raise ChannelError(f"expected BLOCK, got {kind!r}")
         self.buffer.mark_handed_out(info["handed_out"])
         block, t_start, t_end = int(info["block"]), float(info["t_start"]), float(info["t_end"])
+        cfg = block_config(cfg, bool(info.get("quantum_channel", True)))
         view: BobView = generate_events(cfg, self.seed, block, t_end - t_start).bob
         stats = BlockStats(block, t_start, t_end, raw=int(view.pulse.size))
         handed = {"handed_out": self.buffer.take_handed_out()}

@@ -66,14 +66,13 @@ class ProvisioningTestbed(Testbed):
 
     discovery_timeout_s = 30.0
 
-    def controller_process(self, port):
-        process = super().controller_process(port)
-        process.argv = list(process.argv) + ["--discovery-timeout-s", str(self.discovery_timeout_s)]
-        return process
-
+    def controller_daemon(self):
+        daemon = super().controller_daemon()
+        daemon.argv = list(daemon.argv) + ["--discovery-timeout-s", str(self.discovery_timeout_s)]
+        return daemon
 
     def controller(self):
-        return next(p for p in self.processes.started if p.name == "controller")
+        return self.daemons["controller"]
 
 
 def wait_for(predicate, timeout_s: float, what: str):
@@ -108,7 +107,7 @@ def quiet_scenario():
 
 def test_discovery_timeout_requests_the_found_devices_keys_and_reports_the_missing(network_ok, tmp_path):
     """Runs first, on its own testbed, torn down before the shared one below comes up."""
-    with PhantomTestbed(quiet_scenario(), tmp_path, RunState("pytest-provisioning-timeout")) as phantom:
+    with PhantomTestbed.for_scenario(quiet_scenario(), tmp_path, RunState("pytest-provisioning-timeout")) as phantom:
         stub = KeyManagerStub(phantom.net.netns_pid("dc"), (DC_IP, KEY_MANAGER_PORT))
         try:
             phantom.controller_rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
@@ -131,7 +130,8 @@ def test_discovery_timeout_requests_the_found_devices_keys_and_reports_the_missi
 @pytest.fixture(scope="module")
 def bed(network_ok, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("provisioning")
-    with ProvisioningTestbed(quiet_scenario(), run_dir, RunState("pytest-provisioning"), rogue_hosts=1) as testbed:
+    with ProvisioningTestbed.for_scenario(quiet_scenario(), run_dir, RunState("pytest-provisioning"),
+                                          rogue_hosts=1) as testbed:
         testbed.key_manager = KeyManagerStub(testbed.net.netns_pid("dc"), (DC_IP, KEY_MANAGER_PORT))
         testbed.controller_rest("/qiot/key-manager", {"url": f"http://{DC_IP}:{KEY_MANAGER_PORT}/keys",
                                            "netns_pid": testbed.net.netns_pid("gw")})

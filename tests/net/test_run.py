@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness import results
 from harness.state import STATE_DIR
 
 QIOT = [sys.executable, "-m", "harness.cli"]
@@ -41,7 +42,7 @@ def test_run_both_modes_end_to_end(network_ok, tmp_path):
     assert proc.returncode == 0, out
     run_dir = only_run_dir(tmp_path)
     metadata = json.loads((run_dir / "metadata.json").read_text())
-    assert metadata["status"] == "completed" and metadata["schema_version"] == 1
+    assert metadata["status"] == "completed" and metadata["schema_version"] == results.SCHEMA_VERSION
     assert metadata["scenario"]["fibre"]["loss_db"] == 7.0
     assert metadata["mechanisms"]["shaping"]["mechanism"] in ("netem", "nfqueue")
     assert metadata["analysis"] == "analysis.json"
@@ -93,6 +94,15 @@ def test_interrupted_run_keeps_partial_results_marked(network_ok, tmp_path):
     assert len(messages) >= 1 and messages["received"].sum() >= 1
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (a killed orphan waits for init to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"
+
+
 def qiot_leftovers(run_id: str) -> dict:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
@@ -123,7 +133,7 @@ def test_clean_after_a_killed_run_leaves_nothing(network_ok, tmp_path):
     assert "removed" in first.stdout
     assert qiot_leftovers(run_id) == {"interfaces": [], "bridges": [], "state": False}
     time.sleep(0.5)
-    alive = [pid for pid in pids if os.path.exists(f"/proc/{pid}")]
+    alive = [pid for pid in pids if running(pid)]
     assert not alive, f"recorded processes still alive: {alive}"
     again = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "nothing to remove" in again.stdout

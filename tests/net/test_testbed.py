@@ -25,7 +25,7 @@ def bed(network_ok, tmp_path_factory):
         "devices.count": DEVICES, "wireless.delay_ms": DELAY_MS, "wireless.jitter_ms": 0.0,
         "wireless.loss_pct": LOSS_PCT})
     run_dir = tmp_path_factory.mktemp("testbed")
-    with Testbed(shaped, run_dir, RunState("pytest-testbed")) as testbed:
+    with Testbed.for_scenario(shaped, run_dir, RunState("pytest-testbed")) as testbed:
         yield testbed
     testbed.state.forget()
 
@@ -69,10 +69,16 @@ def test_shaped_wireless_link_loses_the_configured_fraction(bed):
     assert abs(loss - expected) < 0.04, f"measured round-trip loss {loss:.3%}, expected {expected:.3%}"
 
 
-def test_metadata_names_the_mechanism_in_use(bed):
-    mechanisms = bed.mechanisms()
-    assert mechanisms["shaping"]["mechanism"] == bed.caps.shaping
-    assert bed.caps.switch_datapath in mechanisms["switch"]
-    if bed.caps.shaping == "nfqueue":
-        log = (bed.run_dir / "logs" / "shaper.log").read_text()
-        assert log.startswith("READY queues=1,2")
+def test_metadata_names_the_mechanism_really_installed(bed):
+    """What metadata says is checked against the kernel's state, not against the probe it came from."""
+    mechanism = bed.mechanisms()["shaping"]["mechanism"]
+    gw, device = bed.net.host("gw"), bed.net.host("d1")
+    qdiscs = device.cmd(f"tc qdisc show dev {device.defaultIntf().name}")
+    rules = gw.cmd("iptables -w -t mangle -S")
+    if mechanism == "netem":
+        assert "netem" in qdiscs and "NFQUEUE" not in rules
+    else:
+        assert mechanism == "nfqueue" and "netem" not in qdiscs and "htb" in qdiscs
+        assert rules.count("NFQUEUE") == 2 and "statistic" in rules
+        assert (bed.run_dir / "logs" / "shaper.log").read_text().startswith("READY queues=1,2")
+    assert bed.caps.switch_datapath in bed.mechanisms()["switch"]

@@ -23,12 +23,15 @@ def test_scenarios_lists_shipped_ones():
     (["run", "--devices", "0"], "0 is not in the range 1<=x<=5000"),
     (["run", "--hours", "-1"], "--hours"),
     (["run", "--mode", "quantum"], "'quantum' is not one of"),
+    (["run", "--fault", "meteor@1+2"], "unknown fault kind 'meteor'"),
+    (["run", "--fault", "fibre_cut"], "expected KIND[:TARGET]@AT+DURATION"),
 ])
 def test_bad_options_give_one_line_errors(args, message):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert message in result.output
-    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_bad_scenario_file_names_key(tmp_path):

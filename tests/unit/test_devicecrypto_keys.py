@@ -1,6 +1,5 @@
-"""DKG key agreement (P-256, X25519 + HKDF-SHA256) and QKD key wrap under a pre-shared device key."""
+"""DKG key agreement (P-256, X25519 + HKDF-SHA256). The psk_wrap key wrap is tested with the relay."""
 
-import os
 
 import pytest
 
@@ -41,15 +40,3 @@ def test_bad_public_keys_and_arguments():
     with pytest.raises(ValueError, match="role must be"):
         dc.DkgParty("gateway")
 
-
-def test_qkd_key_wrap_roundtrip_and_integrity():
-    master = os.urandom(32)
-    kek = dc.device_kek(master, "d1")
-    assert kek == dc.device_kek(master, "d1") != dc.device_kek(master, "d2")
-    qkd_key = os.urandom(32)
-    wrapped = dc.wrap_key(kek, qkd_key)
-    assert len(wrapped) == 40 and dc.unwrap_key(kek, wrapped) == qkd_key
-    with pytest.raises(dc.KeyExchangeError, match="wrapped key rejected"):
-        dc.unwrap_key(dc.device_kek(master, "d2"), wrapped)
-    with pytest.raises(dc.KeyExchangeError):
-        dc.unwrap_key(kek, wrapped[:-1])

@@ -1,26 +1,19 @@
-"""The energy part of a mode summary: Student-t 95% intervals over full intervals only."""
+"""The energy part of a mode summary: one sample per device over the whole mode, Student-t 95% intervals."""
 
 import math
 
+import pandas as pd
 import pytest
 
 from harness.energy.energest import DeviceTimeline
 from harness.energy.profile import DeviceProfile
-from harness.energy.stats import summarize_energy
-from harness.results import mean_ci95
+from harness.results import summarize_energy
 
-T_975_DOF_3, T_975_DOF_4 = 3.1824, 2.7764  # Student t tables, two-sided 95%
-
-
-def test_mean_ci95_by_hand():
-    mean, half = mean_ci95([1, 2, 3, 4, 5])
-    assert mean == 3.0
-    assert half == pytest.approx(T_975_DOF_4 * math.sqrt(2.5) / math.sqrt(5), rel=1e-4)
-    assert math.isnan(mean_ci95([4.0])[1])
-    assert math.isnan(mean_ci95([])[0])
+T_975_DOF_1 = 12.706205  # Student t table, two-sided 95%, 1 degree of freedom
 
 
-def test_summarize_energy_leaves_out_partial_intervals():
+def _rows():
+    """Two devices, two full 100 s intervals (1 s / 3 s listening each) and a partial 50 s one, all listening."""
     profile = DeviceProfile.load("fipy")
     rows = []
     for device, listen in (("d1", 1.0), ("d2", 3.0)):
@@ -28,12 +21,33 @@ def test_summarize_energy_leaves_out_partial_intervals():
         for _ in range(2):
             tl.charge("radio_listen", listen)
             tl.sleep_until(tl.now - listen + 100.0)
-        tl.charge("radio_listen", 50.0)  # a partial interval with a very different RDC
+        tl.charge("radio_listen", 50.0)
         rows += tl.rows + [tl.partial_row()]
-    summary = summarize_energy(rows, interval_s=100.0)
-    assert summary["energy_samples"] == 4
-    assert summary["rdc_mean"] == pytest.approx(0.02)
-    assert summary["rdc_ci95"] == pytest.approx(T_975_DOF_3 * (0.02 / math.sqrt(3)) / 2, rel=1e-4)
-    assert summarize_energy(rows)["energy_samples"] == 6
-    with pytest.raises(ValueError):
-        summarize_energy([])
+    return rows
+
+
+def test_partial_rows_count_by_their_length():
+    summary = summarize_energy(_rows())
+    # whole-mode RDC per device: d1 (1 + 1 + 50) / 250 = 0.208, d2 (3 + 3 + 50) / 250 = 0.224
+    assert summary["energy_devices"] == 2
+    assert summary["device_hours"] == pytest.approx(500 / 3600)
+    assert summary["rdc_mean"] == pytest.approx(0.216)
+    assert summary["rdc_ci95"] == pytest.approx(T_975_DOF_1 * 0.008, rel=1e-5)     # sd 0.011314 / sqrt(2)
+    assert summary["energy_ci_method"] == "95% CI, Student t over 2 devices"
+
+
+def test_a_table_and_rows_in_memory_give_the_same_summary():
+    rows = _rows()
+    table = pd.DataFrame([row.as_csv() for row in rows])
+    assert summarize_energy(table) == summarize_energy(rows)
+    assert summarize_energy([]) == {} and summarize_energy(pd.DataFrame()) == {}
+
+
+def test_energy_summary_sums_energy_per_device():
+    rows = _rows()
+    per_device = {}
+    for row in rows:
+        per_device[row.device] = per_device.get(row.device, 0.0) + row.energy_j
+    summary = summarize_energy(rows)
+    assert summary["energy_j_mean"] == pytest.approx(sum(per_device.values()) / 2)
+    assert math.isfinite(summary["battery_life_days_ci95"]) and summary["battery_life_days_ci95"] > 0

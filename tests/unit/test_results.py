@@ -38,7 +38,11 @@ def test_summary_statistics():
     assert summary["latency_mean_ms"] == pytest.approx(20.0)
     # t(0.975, 2) = 4.302653; sd of (10, 20, 30) = 10; half-width = 4.302653 * 10 / sqrt(3)
     assert summary["latency_ci95_ms"] == pytest.approx(4.302653 * 10 / math.sqrt(3), rel=1e-5)
-    assert summary["loss_pct_device_mean"] == pytest.approx(25.0)  # d1 50 %, d2 0 %
+    # loss is the pooled proportion of readings (1 of 4) with its Wilson interval, as in qiot compare
+    assert (summary["loss_ci95_low_pct"], summary["loss_ci95_high_pct"]) == pytest.approx((4.5587, 69.9358), abs=1e-3)
+    assert summary["loss_ci_method"] == "95% CI, Wilson score over 4 readings"
+    assert summary["latency_ci_method"] == "95% CI, Student t over 3 messages"
+    assert (summary["lost_network"], summary["not_published"], summary["delivered_late"]) == (1, 0, 0)
 
 
 def test_nothing_received_and_nothing_sent():
@@ -58,12 +62,13 @@ def test_finalize_tolerates_a_torn_last_line(tmp_path):
                                            "d1,0,100.005,100.0,k,120,placeholder\n")
     summary = results.finalize_mode(tmp_path, "qkd", 1)
     assert (summary["sent"], summary["received"]) == (2, 1)
+    assert summary["lost_network"] == 1 and summary["delivered_late"] == 0    # no queued_s column: 0
     assert pd.read_csv(tmp_path / "messages.csv")["latency_ms"].iloc[0] == pytest.approx(5.0)
     assert pd.read_csv(tmp_path / "summary.csv")["lost"].iloc[0] == 1
 
 
 def test_key_series_moves_the_buffer_onto_the_mode_clock():
-    buffer = pd.DataFrame({"t_emul": [100.0, 110.0, 120.0, 130.0], "keys_stored": [40, 80, 75, 115]})
+    buffer = pd.DataFrame({"t_emul": [100.0, 110.0, 120.0, 130.0], "keys_available": [40, 80, 75, 115]})
     sent = pd.DataFrame({"t_emul": [1.0, 5.0, 12.0, 25.0], "key_refreshed": [1, 1, 0, 1],
                          "error": [None, "key step: 503", None, None]})
     # The link's clock was 105 emulated seconds ahead when the mode started; the mode lasts 30 s.
@@ -72,3 +77,36 @@ def test_key_series_moves_the_buffer_onto_the_mode_clock():
     assert series["keys_in_buffer"].tolist() == [80, 75, 115]
     # Successful refreshes at 1 and 25 (the one at 5 failed): 1 by t=5 and t=15, 2 by t=25.
     assert series["keys_delivered"].tolist() == [1, 1, 2]
+
+
+def test_finalize_keeps_the_kinds_of_lost_and_late_readings_apart(tmp_path):
+    (tmp_path / "sent.csv").write_text(
+        "device,seq,t_emul,t_start,t_sent,acked,key_id,key_refreshed,error,queued_s\n"
+        "d1,0,60.0,99.9,100.0,1,k,1,,0\n"
+        "d1,1,120.0,159.9,,0,k,0,key step: 503,0\n"
+        "d1,2,180.0,219.9,,0,k,0,queue overflow: 16 readings waiting,0\n"
+        "d1,3,240.0,279.9,400.0,1,k,0,,150.5\n"
+        "d1,4,300.0,339.9,340.0,0,k,0,publish timed out,0\n")
+    (tmp_path / "received.csv").write_text("device,seq,t_received,t_sent,key_id,bytes,decrypted\n"
+                                           "d1,0,100.010,100.0,k,120,ok\n"
+                                           "d1,3,400.020,400.0,k,120,ok\n")
+    (tmp_path / "energy.csv").write_text(
+        "device,interval,t_start_s,t_end_s,rdc,energy_j,avg_current_ma,battery_life_days\n"
+        "d1,0,0.0,3600.0,0.01,10.0,1.0,100.0\n")
+    summary = results.finalize_mode(tmp_path, "qkd", 1, 3600.0)
+    assert (summary["sent"], summary["received"], summary["lost"]) == (5, 2, 3)
+    assert (summary["lost_network"], summary["not_published"], summary["dropped_queue_overflow"],
+            summary["delivered_late"]) == (1, 1, 1, 1)
+    # latency is publish to arrival: the late reading's 150.5 s in the queue is in queued_s, not here
+    assert summary["latency_mean_ms"] == pytest.approx(15.0, abs=1e-6)
+    assert summary["energy_devices"] == 1 and summary["device_hours"] == pytest.approx(1.0)
+    messages = pd.read_csv(tmp_path / "messages.csv")
+    assert list(messages.columns) == results.MESSAGE_COLUMNS
+    assert messages["queued_s"].tolist() == [0.0, 0.0, 0.0, 150.5, 0.0]
+    written = pd.read_csv(tmp_path / "summary.csv").iloc[0]
+    assert written["dropped_queue_overflow"] == 1 and written["rdc_mean"] == pytest.approx(0.01)
+
+
+def test_base_metadata_records_the_schema_version():
+    meta = results.base_metadata()
+    assert meta["schema_version"] == results.SCHEMA_VERSION and "git_commit" in meta

@@ -11,7 +11,11 @@ def write(tmp_path, text, name="mine.toml"):
     return path
 
 
-MINIMAL = '[scenario]\nname = "mine"\n[fibre]\nlength_km = 10\nloss_db = 5\n'
+# What a scenario must state itself (figures of the literature or assumptions have no default in code).
+REQUIRED = ('[wireless]\ndelay_ms = 5\nrate_mbit = 11\n[devices]\nwake_period_s = 60\npublish_timeout_s = 5\n'
+            'energy_profile = "fipy"\n[run]\nhours = 1\n')
+MINIMAL = ('[scenario]\nname = "mine"\n[fibre]\nlength_km = 10\nloss_db = 5\npropagation_us_per_km = 4.9\n'
+           'classical_rate_mbit = 1000\n' + REQUIRED)
 
 
 def test_shipped_scenarios_match_the_paper():
@@ -42,16 +46,44 @@ def test_user_file_by_path_gets_defaults(tmp_path):
     ("[nonsense]\nx = 1\n", "unknown key 'nonsense'"),
 ])
 def test_bad_values_name_file_and_key(tmp_path, extra, expected):
-    path = write(tmp_path, MINIMAL + extra)
+    path = write(tmp_path, _merge(MINIMAL, extra))
     with pytest.raises(scenario.ScenarioError) as err:
         scenario.load(str(path))
     assert str(path) in str(err.value)
     assert expected in str(err.value)
 
 
+def _merge(base: str, extra: str) -> str:
+    """``base`` with ``extra``'s keys added to (or replacing) its tables: TOML forbids a table twice."""
+    import tomllib
+
+    def dump(value):
+        return str(value).lower() if isinstance(value, bool) else repr(value).replace("'", '"')
+
+    merged = tomllib.loads(base)
+    for section, table in tomllib.loads(extra).items():
+        target = merged.setdefault(section, {})
+        for key, value in table.items():
+            if isinstance(value, dict):
+                target.setdefault(key, {}).update(value)
+            else:
+                target[key] = value
+    lines = []
+    for section, table in merged.items():
+        lines.append(f"[{section}]")
+        subtables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        lines += [f"{k} = {dump(v)}" for k, v in table.items() if k not in subtables]
+        for name, sub in subtables.items():
+            lines.append(f"[{section}.{name}]")
+            lines += [f"{k} = {dump(v)}" for k, v in sub.items()]
+    return "\n".join(lines) + "\n"
+
+
 def test_missing_required_key_and_broken_toml(tmp_path):
     with pytest.raises(scenario.ScenarioError, match=r"\[fibre\] loss_db is required"):
-        scenario.load(str(write(tmp_path, '[scenario]\nname = "x"\n[fibre]\nlength_km = 1\n')))
+        scenario.load(str(write(tmp_path, MINIMAL.replace("loss_db = 5\n", ""))))
+    with pytest.raises(scenario.ScenarioError, match=r"\[fibre\] propagation_us_per_km is required"):
+        scenario.load(str(write(tmp_path, MINIMAL.replace("propagation_us_per_km = 4.9\n", ""))))
     with pytest.raises(scenario.ScenarioError, match="not valid TOML"):
         scenario.load(str(write(tmp_path, "[scenario\nname=")))
 
@@ -69,3 +101,22 @@ def test_overrides_are_validated():
     assert bcn.section("devices")["count"] == 3  # the original is untouched
     with pytest.raises(scenario.ScenarioError, match=r"\[devices\] count must be >= 1"):
         bcn.with_overrides({"devices.count": 0})
+    # A derived value follows its source: the QKD link's loss is the fibre's.
+    assert bcn.with_overrides({"fibre.loss_db": 9.5}).settings.qkd.loss_db == 9.5
+
+
+def test_unknown_energy_profile_is_refused_at_load(tmp_path):
+    path = write(tmp_path, MINIMAL.replace('energy_profile = "fipy"', 'energy_profile = "nosuch"'))
+    with pytest.raises(scenario.ScenarioError, match=r"\[devices\] energy_profile: unknown device profile 'nosuch'"):
+        scenario.load(str(path))
+
+
+def test_fault_schedule_is_validated(tmp_path):
+    good = MINIMAL + '[[faults]]\nkind = "fibre_cut"\nat_s = 600\nduration_s = 600\n'
+    loaded = scenario.load(str(write(tmp_path, good)))
+    assert [(f.kind, f.at_s, f.end_s) for f in loaded.settings.faults] == [("fibre_cut", 600.0, 1200.0)]
+    for bad, expected in (('kind = "meteor"', "kind must be one of"), ('kind = "kme_restart"\ntarget = "carol"',
+                                                                      "kme_restart target must be one of")):
+        text = MINIMAL + f'[[faults]]\n{bad}\nat_s = 1\nduration_s = 2\n'
+        with pytest.raises(scenario.ScenarioError, match=expected):
+            scenario.load(str(write(tmp_path, text, "bad.toml")))
