@@ -17,7 +17,12 @@ A hole in the captured byte stream (a segment the capture missed) is counted in
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import struct
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -277,3 +282,58 @@ def _reading_row(packet: bytes, stream: _Stream, stats: CaptureStats) -> dict | 
     stats.readings += 1
     row.update(topic=topic, qos=qos, dup=(packet[0] >> 3) & 1)
     return row
+
+
+class BackgroundRead:
+    """:func:`read_mqtt_readings` of one capture in a separate Python process, started at once.
+
+    A plain ``python -m harness.analysis.pcap`` child (not multiprocessing: its spawn and forkserver
+    modes re-run the caller's main script, and fork is unsafe in a process with threads); the
+    result comes back as a pickle in a temporary file. :meth:`result` waits for it and raises the
+    child's ValueError (unreadable capture) as the parent's.
+    """
+
+    def __init__(self, pcap: str | Path, broker_port: int = MQTT_PORT) -> None:
+        handle, name = tempfile.mkstemp(prefix="qiot-pcap-", suffix=".pickle")
+        os.close(handle)
+        self._out = Path(name)
+        package_root = Path(__file__).resolve().parents[2]   # the child imports this very harness
+        self._child = subprocess.Popen([sys.executable, "-m", "harness.analysis.pcap", str(pcap), str(broker_port),
+                                        str(self._out)], cwd=package_root, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> tuple[pd.DataFrame, CaptureStats]:
+        """The child's (readings, stats); ValueError if it could not read the capture."""
+        try:
+            _, errors = self._child.communicate()
+            if self._child.returncode != 0:
+                lines = errors.strip().splitlines()
+                raise ValueError(lines[-1].removeprefix("error: ") if lines else "capture reader failed")
+            with self._out.open("rb") as handle:
+                frame, counters = pickle.load(handle)
+            return frame, CaptureStats(**counters)
+        finally:
+            self._out.unlink(missing_ok=True)
+
+
+    def cancel(self) -> None:
+        """Stop the child and remove its output (the caller failed and will not wait)."""
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.communicate()
+        self._out.unlink(missing_ok=True)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m harness.analysis.pcap PCAP PORT OUT``: pickle read_mqtt_readings' result to OUT."""
+    try:
+        frame, stats = read_mqtt_readings(argv[0], int(argv[1]))
+    except (ValueError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with open(argv[2], "wb") as handle:   # plain types only: here this module is __main__
+        pickle.dump((frame, stats.as_dict()), handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -9,14 +9,12 @@ broker-side capture does not hold; while there are any, wire loss over-counts.
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from harness.analysis.pcap import CaptureStats, read_mqtt_readings
+from harness.analysis.pcap import BackgroundRead, CaptureStats, read_mqtt_readings
 from harness.analysis.stats import mean_ci, proportion_ci
 
 #: Columns of ``<mode>/wire.csv``.
@@ -121,14 +119,18 @@ def wire_for_mode(messages: pd.DataFrame, broker_pcap: Path | None,
                   device_pcap: Path | None, broker_port: int = 1883) -> tuple[pd.DataFrame, dict]:
     """Parse the mode's captures (either may be None) and return (wire frame, capture check).
 
-    Two large captures are parsed at once, the device-side one in a second process (a long run's
-    captures take seconds each; the start of a fresh interpreter is not worth it for small ones).
+    Two large captures are parsed at once, the device-side one in a second process
+    (:class:`~harness.analysis.pcap.BackgroundRead`; a long run's captures take seconds each, and
+    the start of a fresh interpreter is not worth it for small ones).
     """
     if broker_pcap and device_pcap and _size(broker_pcap) + _size(device_pcap) >= PARALLEL_PARSE_BYTES:
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            device_job = pool.submit(read_mqtt_readings, device_pcap, broker_port)
+        device_job = BackgroundRead(device_pcap, broker_port)
+        try:
             broker, broker_stats = read_mqtt_readings(broker_pcap, broker_port)
-            device, device_stats = device_job.result()
+        except BaseException:
+            device_job.cancel()
+            raise
+        device, device_stats = device_job.result()
     else:
         broker, broker_stats = read_mqtt_readings(broker_pcap, broker_port) if broker_pcap else (None, None)
         device, device_stats = read_mqtt_readings(device_pcap, broker_port) if device_pcap else (None, None)

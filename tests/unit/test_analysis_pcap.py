@@ -223,3 +223,18 @@ def test_vlan_ipv6_and_fragments(tmp_path):
     readings, stats = read_mqtt_readings(path)
     assert stats.packets == 2 and stats.tcp_segments == 1 and stats.readings == 1
     assert readings["client"].tolist() == ["fd00::9:41000"] and readings["seq"].tolist() == [0]
+
+
+def test_background_read_matches_and_reports_errors(tmp_path):
+    from harness.analysis.pcap import BackgroundRead
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    here = read_mqtt_readings(dc)
+    there = BackgroundRead(dc).result()
+    assert there[0].equals(here[0]) and there[1] == here[1]
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a pcap at all")
+    with pytest.raises(ValueError, match="cannot read capture"):
+        BackgroundRead(bad).result()
+    job = BackgroundRead(dc)
+    job.cancel()                                         # a caller that gives up leaves nothing behind
+    assert not job._out.exists()
