@@ -3,12 +3,13 @@
 A 24 h, 50-device run captures about 2 M packets per mode and capture point; dissecting each with
 scapy ran at ~7 k packets/s (minutes per capture). The analysis only needs IPv4/IPv6 addresses
 and the TCP or UDP segment of each packet, so :class:`IpPackets` decodes those few header fields
-with ``struct``: link layer (Ethernet with VLAN tags, Linux cooked v1/v2, raw IP), then the IP
-header. Records of a classic pcap file (what tcpdump writes; micro- or nanosecond, either byte
-order) are walked in large reads, which is hand-written because scapy's ``RawPcapReader`` spends
-two file reads and a named tuple per record (about as much as the rest of the analysis); any other
-file (pcapng, gzip) goes through ``RawPcapReader``. No well-kept library does less work per
-packet: dpkt builds an object per layer.
+with ``struct``: link layer (Ethernet with VLAN tags, Linux cooked v1/v2, raw IP; any other link
+type scapy knows is dissected by scapy, frame by frame), then the IP header. Records of a classic
+pcap file (what tcpdump writes; micro- or nanosecond, either byte order) are walked in large
+reads, which is hand-written because scapy's ``RawPcapReader`` spends two file reads and a named
+tuple per record (about as much as the rest of the analysis); any other file (pcapng, gzip) goes
+through ``RawPcapReader``. No well-kept library does less work per packet: dpkt builds an object
+per layer.
 """
 
 from __future__ import annotations
@@ -88,8 +89,9 @@ def _classic_records(handle, head: bytes) -> Iterator[tuple[float, int, bytes]]:
             offset += 16 + caplen
 
 
-def _ip_offset(frame: bytes, linktype: int) -> int:
-    """Offset of the IP header in a frame of this link type, or -1 if it holds no IP packet."""
+def _ip_offset(frame: bytes, linktype: int) -> int | None:
+    """Offset of the IP header in a frame of this link type, -1 if it holds no IP packet, None if
+    the link type is not one decoded here."""
     if linktype == _LINK_ETHERNET:
         offset, ethertype = 14, _U16.unpack_from(frame, 12)[0] if len(frame) >= 14 else 0
         while ethertype in _VLAN_TAGS and len(frame) >= offset + 4:
@@ -102,8 +104,21 @@ def _ip_offset(frame: bytes, linktype: int) -> int:
     elif linktype in (_LINK_RAW, _LINK_IPV4, _LINK_IPV6):
         return 0
     else:
-        raise ValueError(f"capture link type {linktype} is not supported (Ethernet, Linux cooked or raw IP)")
+        return None
     return offset if ethertype in (_ETHERTYPE_IPV4, _ETHERTYPE_IPV6) else -1
+
+
+def _ip_by_scapy(frame: bytes, linktype: int) -> bytes | None:
+    """The IP packet in a frame of a link type not decoded by hand, dissected by scapy (slow, rare)."""
+    from scapy.all import conf   # noqa: PLC0415 (loads every layer, so only when needed)
+    from scapy.layers.inet import IP
+    from scapy.layers.inet6 import IPv6
+    layer_class = conf.l2types.get(linktype)
+    if layer_class is None:
+        raise ValueError(f"capture link type {linktype} is unknown (not even to scapy)")
+    packet = layer_class(frame)
+    ip = packet.getlayer(IP) or packet.getlayer(IPv6)
+    return bytes(ip) if ip is not None else None
 
 
 class IpPackets:
@@ -133,6 +148,8 @@ class IpPackets:
         for stamp, linktype, frame in frames(self.pcap):
             self.frames += 1
             start = _ip_offset(frame, linktype)
+            if start is None:
+                frame, start = _ip_by_scapy(frame, linktype) or b"", 0
             if start < 0 or len(frame) < start + 20:
                 continue
             version = frame[start] >> 4

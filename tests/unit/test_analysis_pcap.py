@@ -238,3 +238,24 @@ def test_background_read_matches_and_reports_errors(tmp_path):
     job = BackgroundRead(dc)
     job.cancel()                                         # a caller that gives up leaves nothing behind
     assert not job._out.exists()
+
+
+def test_other_link_types_go_through_scapy_and_unknown_ones_are_named(tmp_path):
+    from scapy.layers.l2 import Loopback
+    from scapy.utils import PcapWriter, rdpcap
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    expected = _readings_and_stats(dc)
+    looped = []
+    for packet in rdpcap(str(dc)):                         # BSD loopback framing (link type 0)
+        frame = Loopback(type=2) / packet.payload
+        frame.time = packet.time
+        looped.append(frame)
+    path = tmp_path / "null.pcap"
+    wrpcap(str(path), looped)
+    got = _readings_and_stats(path)
+    assert got[1] == expected[1] and [row[:2] for row in got[0]] == [row[:2] for row in expected[0]]
+    odd = tmp_path / "odd.pcap"
+    with PcapWriter(str(odd), linktype=147) as writer:     # DLT_USER0: private, unknown to scapy
+        writer.write(Raw(b"\x00" * 40))
+    with pytest.raises(ValueError, match="link type 147"):
+        read_mqtt_readings(odd)
