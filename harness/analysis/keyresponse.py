@@ -27,10 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
-from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import IPv6
 
-from harness.analysis.pcap import open_pcap
+from harness.analysis.packets import UDP, IpPackets, address_text
 
 #: UDP port of IDQ's QKDSequence key service (reference.md §3).
 CLAVIS_PORT = 5323
@@ -102,25 +100,21 @@ def read_key_responses(pcap: str | Path, port: int = CLAVIS_PORT) -> pd.DataFram
     key_request_id, error_status, key_hex, device_id, crc32, crc_ok, raw_hex.
     """
     rows = []
-    with open_pcap(pcap) as reader:
-        for pkt in reader:
-            if not pkt.haslayer(UDP) or pkt[UDP].sport != port:
-                continue
-            ip = pkt[IP] if pkt.haslayer(IP) else pkt[IPv6] if pkt.haslayer(IPv6) else None
-            if ip is None:
-                continue
-            udp = pkt[UDP]
-            data = bytes(udp.payload)[:max(udp.len - 8, 0)]  # drop Ethernet padding
-            try:
-                response = decode_key_response(data)
-            except ValueError:
-                continue
-            row = {"t_capture": float(pkt.time), "src": ip.src, "sport": udp.sport, "dst": ip.dst,
-                   "dport": udp.dport}
-            fields = asdict(response)
-            fields["key_hex"] = fields.pop("key").hex()
-            row.update(fields, key_id=response.key_id, raw_hex=data.hex())
-            rows.append(row)
+    for time, src, dst, segment in IpPackets(pcap, UDP, sport=port):
+        if len(segment) < 8:
+            continue
+        sport, dport, length = struct.unpack_from("!HHH", segment)
+        data = segment[8:max(length, 8)]   # the UDP length, not any padding after it
+        try:
+            response = decode_key_response(data)
+        except ValueError:
+            continue
+        row = {"t_capture": time, "src": address_text(src), "sport": sport, "dst": address_text(dst),
+               "dport": dport}
+        fields = asdict(response)
+        fields["key_hex"] = fields.pop("key").hex()
+        row.update(fields, key_id=response.key_id, raw_hex=data.hex())
+        rows.append(row)
     columns = ["t_capture", "src", "sport", "dst", "dport", "msg_type", "key_id_hw", "key_id_lw",
                "key_id", "key_length", "key_request_id", "error_status", "key_hex", "device_id",
                "crc32", "crc_ok", "raw_hex"]

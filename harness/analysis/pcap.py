@@ -1,8 +1,10 @@
-"""MQTT readings from a raw capture: scapy reads the pcap, we reassemble TCP and decode MQTT.
+"""MQTT readings from a raw capture: we decode the packet headers, reassemble TCP and decode MQTT.
 
-Why our own reassembly: one TCP segment may carry several MQTT packets and one MQTT packet may be
+Packets come from :class:`harness.analysis.packets.IpPackets` (scapy's raw pcap reader plus a
+``struct`` header decoder: full scapy dissection was the bottleneck of long runs). Why our own
+reassembly: one TCP segment may carry several MQTT packets and one MQTT packet may be
 split over several segments (and segments may be retransmitted, reordered or missing from the
-capture). scapy decodes the Ethernet/IP/TCP layers; for each client-to-broker TCP stream we put the
+capture). For each client-to-broker TCP stream we put the
 payload bytes in sequence-number order, drop retransmitted bytes, and cut the byte stream into MQTT
 packets by their fixed header (MQTT 3.1.1 §2.2, MQTT 5 §2.1). A PUBLISH whose payload is a qiot
 reading (JSON, helpers-brief.md) becomes one row. Its capture time is the time of the segment that
@@ -15,14 +17,18 @@ A hole in the captured byte stream (a segment the capture missed) is counted in
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from scapy.layers.inet import IP, TCP
-from scapy.layers.inet6 import IPv6
-from scapy.error import Scapy_Exception
-from scapy.utils import PcapReader
+
+from harness.analysis.packets import TCP, IpPackets, address_text
 
 #: IANA port of unencrypted MQTT; a setting of :func:`read_mqtt_readings`.
 MQTT_PORT = 1883
@@ -56,29 +62,17 @@ class CaptureStats:
 
 
 @dataclass
-class _Segment:
-    seq: int          # raw 32-bit TCP sequence number
-    data: bytes
-    time: float
-    rel_seq: int = 0  # signed offset from the stream's first data segment, set before sorting
-
-
-@dataclass
 class _Stream:
-    """Segments of one direction of one TCP connection."""
+    """Segments of one direction of one TCP connection: ``(raw 32-bit seq, capture time, data)``."""
 
     isn: int | None = None
     first_seq: int | None = None
-    segments: list[_Segment] = field(default_factory=list)
+    segments: list[tuple[int, float, bytes]] = field(default_factory=list)
     protocol_level: int = 4  # from CONNECT; 4 = MQTT 3.1.1, 5 = MQTT 5
 
 
-def open_pcap(pcap: str | Path) -> PcapReader:
-    """Open a capture for reading; an unreadable or malformed file raises ValueError naming it."""
-    try:
-        return PcapReader(str(pcap))
-    except (OSError, EOFError, Scapy_Exception) as exc:
-        raise ValueError(f"{pcap}: cannot read capture: {exc}") from None
+_TCP_HEAD = struct.Struct("!HHIIBB")   # ports, sequence, acknowledgement, data offset, flags
+_SYN = 0x02
 
 
 def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[pd.DataFrame, CaptureStats]:
@@ -90,14 +84,29 @@ def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[
     """
     stats = CaptureStats()
     streams: dict[tuple, _Stream] = {}
-    with open_pcap(pcap) as reader:
-        for pkt in reader:
-            stats.packets += 1
-            _collect(pkt, broker_port, streams, stats)
+    packets = IpPackets(pcap, TCP, dport=broker_port)
+    for time, src, dst, segment in packets:
+        if len(segment) < 20:
+            continue
+        sport, dport, seq, _, offset, flags = _TCP_HEAD.unpack_from(segment)
+        stats.tcp_segments += 1
+        key = (src, sport, dst, dport)
+        stream = streams.get(key)
+        if stream is None:
+            stream = streams[key] = _Stream()
+        if flags & _SYN:
+            stream.isn = seq
+        data = segment[(offset >> 4) * 4:]
+        if not data:
+            continue
+        if stream.first_seq is None:
+            stream.first_seq = seq
+        stream.segments.append((seq, time, data))
+    stats.packets = packets.frames
     rows: list[dict] = []
     stats.streams = len(streams)
     for key, stream in streams.items():
-        client = f"{key[0]}:{key[1]}"
+        client = f"{address_text(key[0])}:{key[1]}"
         for t_done, packet in _mqtt_packets(stream, stats):
             row = _reading_row(packet, stream, stats)
             if row is not None:
@@ -111,35 +120,6 @@ def read_mqtt_readings(pcap: str | Path, broker_port: int = MQTT_PORT) -> tuple[
     return frame, stats
 
 
-def _collect(pkt, broker_port: int, streams: dict[tuple, _Stream], stats: CaptureStats) -> None:
-    """Add one captured packet's TCP payload to its stream if it goes to the broker port."""
-    if not pkt.haslayer(TCP):
-        return
-    tcp = pkt[TCP]
-    if tcp.dport != broker_port:
-        return
-    if pkt.haslayer(IP):
-        ip = pkt[IP]
-        payload_len = ip.len - ip.ihl * 4 - tcp.dataofs * 4
-    elif pkt.haslayer(IPv6):
-        ip = pkt[IPv6]
-        payload_len = ip.plen - tcp.dataofs * 4  # assumption: no IPv6 extension headers
-    else:
-        return
-    stats.tcp_segments += 1
-    key = (ip.src, tcp.sport, ip.dst, tcp.dport)
-    stream = streams.setdefault(key, _Stream())
-    if tcp.flags.S:
-        stream.isn = tcp.seq
-    # bytes(tcp.payload) may include Ethernet padding: the IP length says where TCP data ends.
-    data = bytes(tcp.payload)[:max(payload_len, 0)]
-    if not data:
-        return
-    if stream.first_seq is None:
-        stream.first_seq = tcp.seq
-    stream.segments.append(_Segment(tcp.seq, data, float(pkt.time)))
-
-
 def _unwrap(seq: int, reference: int) -> int:
     """Signed distance from ``reference`` to ``seq`` in 32-bit sequence space."""
     return ((seq - reference + 2**31) % 2**32) - 2**31
@@ -150,32 +130,32 @@ def _mqtt_packets(stream: _Stream, stats: CaptureStats):
     if not stream.segments:
         return
     reference = stream.first_seq
-    for seg in stream.segments:
-        seg.rel_seq = _unwrap(seg.seq, reference)
-    stream.segments.sort(key=lambda s: (s.rel_seq, s.time))
-    expected = _unwrap(stream.isn + 1, reference) if stream.isn is not None else stream.segments[0].rel_seq
-    expected = min(expected, stream.segments[0].rel_seq)
+    # (offset from the first data segment, time, data), in sequence order, ties by capture time.
+    segments = sorted(((_unwrap(seq, reference), time, data) for seq, time, data in stream.segments),
+                      key=lambda segment: (segment[0], segment[1]))
+    expected = _unwrap(stream.isn + 1, reference) if stream.isn is not None else segments[0][0]
+    expected = min(expected, segments[0][0])
     buffer = bytearray()
     pieces: list[tuple[int, float]] = []  # (end offset in buffer, capture time) of appended bytes
     # Without the SYN the capture may have started inside an MQTT packet: check the first header.
     resync = stream.isn is None
-    for seg in stream.segments:
-        end = seg.rel_seq + len(seg.data)
+    for rel_seq, time, data in segments:
+        end = rel_seq + len(data)
         if end <= expected:
-            stats.retransmitted_bytes += len(seg.data)
+            stats.retransmitted_bytes += len(data)
             continue
-        if seg.rel_seq > expected:
+        if rel_seq > expected:
             stats.gaps += 1
-            stats.gap_bytes += seg.rel_seq - expected
+            stats.gap_bytes += rel_seq - expected
             stats.undecodable_bytes += len(buffer)
             buffer.clear()
             pieces.clear()
             resync = True
-            expected = seg.rel_seq
-        overlap = expected - seg.rel_seq
+            expected = rel_seq
+        overlap = expected - rel_seq
         stats.retransmitted_bytes += overlap
-        buffer += seg.data[overlap:]
-        pieces.append((len(buffer), seg.time))
+        buffer += data[overlap:]
+        pieces.append((len(buffer), time))
         expected = end
         if resync and not _plausible_header(buffer):
             stats.undecodable_bytes += len(buffer)
@@ -302,3 +282,58 @@ def _reading_row(packet: bytes, stream: _Stream, stats: CaptureStats) -> dict | 
     stats.readings += 1
     row.update(topic=topic, qos=qos, dup=(packet[0] >> 3) & 1)
     return row
+
+
+class BackgroundRead:
+    """:func:`read_mqtt_readings` of one capture in a separate Python process, started at once.
+
+    A plain ``python -m harness.analysis.pcap`` child (not multiprocessing: its spawn and forkserver
+    modes re-run the caller's main script, and fork is unsafe in a process with threads); the
+    result comes back as a pickle in a temporary file. :meth:`result` waits for it and raises the
+    child's ValueError (unreadable capture) as the parent's.
+    """
+
+    def __init__(self, pcap: str | Path, broker_port: int = MQTT_PORT) -> None:
+        handle, name = tempfile.mkstemp(prefix="qiot-pcap-", suffix=".pickle")
+        os.close(handle)
+        self._out = Path(name)
+        package_root = Path(__file__).resolve().parents[2]   # the child imports this very harness
+        self._child = subprocess.Popen([sys.executable, "-m", "harness.analysis.pcap", str(pcap), str(broker_port),
+                                        str(self._out)], cwd=package_root, stderr=subprocess.PIPE, text=True)
+
+    def result(self) -> tuple[pd.DataFrame, CaptureStats]:
+        """The child's (readings, stats); ValueError if it could not read the capture."""
+        try:
+            _, errors = self._child.communicate()
+            if self._child.returncode != 0:
+                lines = errors.strip().splitlines()
+                raise ValueError(lines[-1].removeprefix("error: ") if lines else "capture reader failed")
+            with self._out.open("rb") as handle:
+                frame, counters = pickle.load(handle)
+            return frame, CaptureStats(**counters)
+        finally:
+            self._out.unlink(missing_ok=True)
+
+
+    def cancel(self) -> None:
+        """Stop the child and remove its output (the caller failed and will not wait)."""
+        if self._child.poll() is None:
+            self._child.kill()
+        self._child.communicate()
+        self._out.unlink(missing_ok=True)
+
+
+def _main(argv: list[str]) -> int:
+    """``python -m harness.analysis.pcap PCAP PORT OUT``: pickle read_mqtt_readings' result to OUT."""
+    try:
+        frame, stats = read_mqtt_readings(argv[0], int(argv[1]))
+    except (ValueError, IndexError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    with open(argv[2], "wb") as handle:   # plain types only: here this module is __main__
+        pickle.dump((frame, stats.as_dict()), handle, protocol=pickle.HIGHEST_PROTOCOL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analysis.pcap import CaptureStats, read_mqtt_readings
+from harness.analysis.pcap import BackgroundRead, CaptureStats, read_mqtt_readings
 from harness.analysis.stats import mean_ci, proportion_ci
 
 #: Columns of ``<mode>/wire.csv``.
@@ -24,6 +24,17 @@ WIRE_COLUMNS = ("device", "seq", "t_emul", "t_sent", "app_received", "app_latenc
 
 #: How many (device, seq) pairs capture.json lists per problem; the counts are always complete.
 LISTED_EXAMPLES = 50
+
+#: Captures of a mode adding up to this many bytes are parsed in two processes (about 1 s of
+#: packets at ~100 bytes each: more than a second interpreter costs to start).
+PARALLEL_PARSE_BYTES = 64 << 20
+
+
+def _size(path: Path) -> int:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return 0   # read_mqtt_readings reports the unreadable file
 
 
 def _first_capture(readings: pd.DataFrame) -> pd.DataFrame:
@@ -106,8 +117,22 @@ def _pairs(rows: pd.DataFrame) -> list[list]:
 
 def wire_for_mode(messages: pd.DataFrame, broker_pcap: Path | None,
                   device_pcap: Path | None, broker_port: int = 1883) -> tuple[pd.DataFrame, dict]:
-    """Parse the mode's captures (either may be None) and return (wire frame, capture check)."""
-    broker, broker_stats = read_mqtt_readings(broker_pcap, broker_port) if broker_pcap else (None, None)
-    device, device_stats = read_mqtt_readings(device_pcap, broker_port) if device_pcap else (None, None)
+    """Parse the mode's captures (either may be None) and return (wire frame, capture check).
+
+    Two large captures are parsed at once, the device-side one in a second process
+    (:class:`~harness.analysis.pcap.BackgroundRead`; a long run's captures take seconds each, and
+    the start of a fresh interpreter is not worth it for small ones).
+    """
+    if broker_pcap and device_pcap and _size(broker_pcap) + _size(device_pcap) >= PARALLEL_PARSE_BYTES:
+        device_job = BackgroundRead(device_pcap, broker_port)
+        try:
+            broker, broker_stats = read_mqtt_readings(broker_pcap, broker_port)
+        except BaseException:
+            device_job.cancel()
+            raise
+        device, device_stats = device_job.result()
+    else:
+        broker, broker_stats = read_mqtt_readings(broker_pcap, broker_port) if broker_pcap else (None, None)
+        device, device_stats = read_mqtt_readings(device_pcap, broker_port) if device_pcap else (None, None)
     wire = match_messages(messages, broker, device)
     return wire, capture_check(wire, broker, broker_stats, device_stats)

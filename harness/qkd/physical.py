@@ -5,8 +5,10 @@ The quantum channel is not an IP link. Both ends draw the same events from a sha
 only its own view: Alice her bits and bases, Bob his clicks, bases and results. Only the pulses
 that click are materialised (drawing all 5e6 pulses/s would be wasteful): the number of
 detections in a block is Poisson with mean ``R_det * T`` (``R_det`` from :mod:`harness.qkd.rate`),
-the clicked pulse indices are uniform over the block's gates, and each click is a signal
-detection with probability p_sig/p_click, else a dark count.
+the clicked pulse indices are uniform over the block's gates (drawn as a Poisson process: the same
+distribution, without a sort), and each click is a signal detection with probability
+p_sig/p_click, else a dark count. Fair coin flips (bases, bits) take one bit each of the
+generator's 64-bit outputs.
 
 Per click: Alice picks a basis and a bit. A signal click reproduces the state in Bob's basis if it
 matches the basis the photon arrived in, flipped with probability (1-V)/2; otherwise Bob's bit is
@@ -61,6 +63,29 @@ def block_rng(seed: int, block: int, stream: int = 0) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, block, stream])))
 
 
+def _fair_bits(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
+    """``rows`` x ``n`` independent fair bits (uint8), 64 per generator draw."""
+    words = rng.bit_generator.random_raw(-(-rows * n // 64))
+    return np.unpackbits(words.view(np.uint8), count=rows * n).reshape(rows, n)
+
+
+def _click_gates(rng: np.random.Generator, mean_clicks: float, gates: int) -> np.ndarray:
+    """Sorted, distinct gate indices of a Poisson process with ``mean_clicks`` clicks over ``gates``.
+
+    Same distribution as a Poisson number of uniform gates, sorted, but drawn as exponential gaps
+    and a running sum, so nothing needs sorting.
+    """
+    if mean_clicks <= 0:
+        return np.zeros(0, np.int64)
+    scale = gates / mean_clicks
+    draws = int(mean_clicks + 8 * np.sqrt(mean_clicks) + 16)
+    times = np.cumsum(rng.standard_exponential(draws)) * scale
+    while times[-1] < gates:   # more than 8 sigma above the mean: draw on
+        times = np.concatenate([times, times[-1] + np.cumsum(rng.standard_exponential(draws)) * scale])
+    pulse = times[:np.searchsorted(times, gates)].astype(np.int64)
+    return pulse[np.concatenate(([True], pulse[1:] != pulse[:-1]))] if pulse.size else pulse  # one per gate
+
+
 def generate_events(config: QkdLinkConfig, seed: int, block: int, duration_s: float) -> BlockEvents:
     """Draw the detection events of block ``block`` lasting ``duration_s`` emulated seconds."""
     rng = block_rng(seed, block, 0)
@@ -68,30 +93,27 @@ def generate_events(config: QkdLinkConfig, seed: int, block: int, duration_s: fl
     gates = max(1, int(round(device.rep_rate_hz * duration_s)))
     probs = gate_probabilities(config.loss_db, device)
     mean_clicks = min(detection_rate(config.loss_db, config) * duration_s, 0.5 * gates)
-    n = int(rng.poisson(mean_clicks))
-    pulse = np.sort(rng.integers(0, gates, size=n, dtype=np.int64))
-    pulse = pulse[np.concatenate(([True], pulse[1:] != pulse[:-1]))] if n else pulse  # two clicks, one gate: one
+    pulse = _click_gates(rng, mean_clicks, gates)   # two clicks in one gate count once
     n = pulse.size
     signal = rng.random(n) < probs.p_signal / probs.p_click
-    a_basis = rng.integers(0, 2, n, dtype=np.uint8)
-    a_bit = rng.integers(0, 2, n, dtype=np.uint8)
-    b_basis = rng.integers(0, 2, n, dtype=np.uint8)
+    a_basis, a_bit, b_basis, random_bit = _fair_bits(rng, 4, n)
 
     # State arriving at Bob: Alice's, or Eve's re-preparation on intercepted signal pulses.
-    arr_basis, arr_bit = a_basis.copy(), a_bit.copy()
-    intercepted = signal & (rng.random(n) < config.eve_intercept_fraction)
-    if intercepted.any():
-        e_basis = rng.integers(0, 2, n, dtype=np.uint8)
-        e_bit = np.where(e_basis == a_basis, a_bit, rng.integers(0, 2, n, dtype=np.uint8)).astype(np.uint8)
-        arr_basis = np.where(intercepted, e_basis, arr_basis).astype(np.uint8)
-        arr_bit = np.where(intercepted, e_bit, arr_bit).astype(np.uint8)
+    arr_basis, arr_bit = a_basis, a_bit
+    if config.eve_intercept_fraction > 0:
+        intercepted = signal & (rng.random(n) < config.eve_intercept_fraction)
+        e_basis, e_random = _fair_bits(rng, 2, n)
+        e_bit = np.where(e_basis == a_basis, a_bit, e_random)
+        arr_basis = np.where(intercepted, e_basis, a_basis)
+        arr_bit = np.where(intercepted, e_bit, a_bit)
+    else:
+        intercepted = np.zeros(n, bool)
 
-    random_bit = rng.integers(0, 2, n, dtype=np.uint8)
-    optical_flip = (rng.random(n) < (1.0 - device.visibility) / 2.0).astype(np.uint8)
+    optical_flip = (rng.random(n) < (1.0 - device.visibility) / 2.0).view(np.uint8)
     b_bit = np.where(signal & (b_basis == arr_basis), arr_bit ^ optical_flip, random_bit).astype(np.uint8)
     if device.afterpulse_qber > 0:
-        b_bit ^= (rng.random(n) < device.afterpulse_qber).astype(np.uint8)
-    return BlockEvents(AliceView(pulse, a_basis, a_bit), BobView(pulse, b_basis, b_bit),
+        b_bit ^= (rng.random(n) < device.afterpulse_qber).view(np.uint8)
+    return BlockEvents(AliceView(pulse, a_basis.copy(), a_bit.copy()), BobView(pulse, b_basis.copy(), b_bit),
                        gates, signal, intercepted)
 
 

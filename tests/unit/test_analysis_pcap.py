@@ -152,3 +152,110 @@ def test_capture_starting_inside_a_packet_resynchronises(tmp_path):
     assert readings["seq"].tolist() == [1]
     assert readings["latency_ms"].iloc[0] == pytest.approx(20.0, abs=0.01)
     assert stats.undecodable_bytes == len(tail) and stats.gaps == 0
+
+
+def _readings_and_stats(path):
+    readings, stats = read_mqtt_readings(path)
+    return readings[["device", "seq", "t_capture", "client"]].values.tolist(), stats.as_dict()
+
+
+def test_records_split_across_read_chunks_are_whole(monkeypatch):
+    from harness.analysis import packets
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    whole = _readings_and_stats(dc)
+    monkeypatch.setattr(packets, "_CHUNK_BYTES", 97)      # far smaller than one record
+    assert _readings_and_stats(dc) == whole and whole[1]["readings"] == 10
+
+
+def test_pcapng_nanosecond_and_cooked_captures_read_alike(tmp_path):
+    from scapy.layers.l2 import CookedLinux
+    from scapy.utils import PcapNgWriter, PcapWriter, rdpcap
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    expected = _readings_and_stats(dc)
+    packets = rdpcap(str(dc))
+    ng, nano, cooked = tmp_path / "dc.pcapng", tmp_path / "nano.pcap", tmp_path / "cooked.pcap"
+    with PcapNgWriter(str(ng)) as writer:
+        for packet in packets:
+            writer.write(packet)
+    with PcapWriter(str(nano), nano=True) as writer:
+        writer.write(packets)
+    relinked = []
+    for packet in packets:                                 # Linux "any"-interface framing
+        frame = CookedLinux(pkttype=0, proto=0x0800) / packet.payload
+        frame.time = packet.time
+        relinked.append(frame)
+    wrpcap(str(cooked), relinked)
+    for path in (ng, nano, cooked):
+        got = _readings_and_stats(path)
+        assert got[1] == expected[1], path
+        assert [row[:2] + row[3:] for row in got[0]] == [row[:2] + row[3:] for row in expected[0]], path
+        assert [row[2] for row in got[0]] == pytest.approx([row[2] for row in expected[0]], abs=1e-6), path
+
+
+def test_wire_for_mode_parses_two_captures_in_parallel_alike(monkeypatch):
+    import pandas as pd
+    from harness.analysis import wire
+    broker, device = FIXTURE / "qkd" / "pcap" / "dc.pcap", FIXTURE / "qkd" / "pcap" / "gw-wlan.pcap"
+    readings, _ = read_mqtt_readings(device)
+    messages = readings[["device", "seq", "t_emul", "t_sent"]].assign(received=1, latency_ms=1.0)
+    sequential = wire.wire_for_mode(messages, broker, device)
+    monkeypatch.setattr(wire, "PARALLEL_PARSE_BYTES", 0)          # the fixture is tiny: force the pool
+    parallel = wire.wire_for_mode(messages, broker, device)
+    pd.testing.assert_frame_equal(parallel[0], sequential[0])
+    assert parallel[1] == sequential[1] and parallel[1]["broker_seen"] == 10
+    with pytest.raises(ValueError, match="cannot read"):
+        wire.wire_for_mode(messages, broker, FIXTURE / "missing.pcap")
+
+
+def test_vlan_ipv6_and_fragments(tmp_path):
+    from scapy.layers.inet import IP as IPv4
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Dot1Q
+    gen = _generator()
+    data = gen.publish("d1", 0, "qkd", 1)
+    v6 = (Ether() / Dot1Q(vlan=7) / IPv6(src="fd00::9", dst="fd00::1")
+          / TCP(sport=41000, dport=1883, seq=10, flags="PA") / Raw(data))
+    v6.time = T0 + 0.25
+    fragment = Ether() / IPv4(src="10.0.1.9", dst="10.0.0.100", flags="MF") / TCP(dport=1883, seq=10) / Raw(data)
+    fragment.time = T0 + 0.5
+    path = tmp_path / "v6.pcap"
+    wrpcap(str(path), [v6, fragment])
+    readings, stats = read_mqtt_readings(path)
+    assert stats.packets == 2 and stats.tcp_segments == 1 and stats.readings == 1
+    assert readings["client"].tolist() == ["fd00::9:41000"] and readings["seq"].tolist() == [0]
+
+
+def test_background_read_matches_and_reports_errors(tmp_path):
+    from harness.analysis.pcap import BackgroundRead
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    here = read_mqtt_readings(dc)
+    there = BackgroundRead(dc).result()
+    assert there[0].equals(here[0]) and there[1] == here[1]
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"not a pcap at all")
+    with pytest.raises(ValueError, match="cannot read capture"):
+        BackgroundRead(bad).result()
+    job = BackgroundRead(dc)
+    job.cancel()                                         # a caller that gives up leaves nothing behind
+    assert not job._out.exists()
+
+
+def test_other_link_types_go_through_scapy_and_unknown_ones_are_named(tmp_path):
+    from scapy.layers.l2 import Loopback
+    from scapy.utils import PcapWriter, rdpcap
+    dc = FIXTURE / "qkd" / "pcap" / "dc.pcap"
+    expected = _readings_and_stats(dc)
+    looped = []
+    for packet in rdpcap(str(dc)):                         # BSD loopback framing (link type 0)
+        frame = Loopback(type=2) / packet.payload
+        frame.time = packet.time
+        looped.append(frame)
+    path = tmp_path / "null.pcap"
+    wrpcap(str(path), looped)
+    got = _readings_and_stats(path)
+    assert got[1] == expected[1] and [row[:2] for row in got[0]] == [row[:2] for row in expected[0]]
+    odd = tmp_path / "odd.pcap"
+    with PcapWriter(str(odd), linktype=147) as writer:     # DLT_USER0: private, unknown to scapy
+        writer.write(Raw(b"\x00" * 40))
+    with pytest.raises(ValueError, match="link type 147"):
+        read_mqtt_readings(odd)

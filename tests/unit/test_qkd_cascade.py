@@ -81,3 +81,53 @@ def test_final_length_and_tag():
     b[50] = 0
     assert verification_tag(a, b"s", 64) != verification_tag(b, b"s", 64)
     assert len(verification_tag(a, b"s", 64)) == 8
+
+
+def test_permutations_restricted_from_a_longer_draw_are_uniform():
+    # n = 3 is cut from permutations of range(4): all 6 orders must come up equally often.
+    counts = {}
+    for seed in range(3000):
+        order = tuple(permutations(seed, 3, 2)[3:])
+        counts[order] = counts.get(order, 0) + 1
+    assert len(counts) == 6
+    assert all(abs(c - 500) < 5 * np.sqrt(500) for c in counts.values()), counts
+
+
+def test_inverse_positions_agree_with_the_permutation():
+    from harness.qkd.cascade import PassOrder
+    order = PassOrder(11, 1000, 4)                         # 1000 is cut from a 1024-draw
+    bits = np.array([0, 5, 999, 512])
+    for p in range(4):
+        flat = order.position(p, bits)
+        assert np.array_equal(order.flat[flat], bits) and np.all(flat // 1000 == p)
+
+
+def test_root_parities_sent_upfront_change_nothing_but_round_trips():
+    alice, bob = _pair(20_000, 0.02, seed=8)
+    k1 = first_block_size(0.02, 0.73, 0.002, alice.size)
+    asked = CascadeAlice(alice, 4, 4)
+    by_questions = cascade_correct(bob, 0.02, 4, asked.parities)
+    given = CascadeAlice(alice, 4, 4)
+    upfront = cascade_correct(bob, 0.02, 4, given.parities, root_parities=lambda: given.root_parities(k1))
+    assert np.array_equal(upfront.bits, alice) and np.array_equal(by_questions.bits, alice)
+    assert upfront.leaked == by_questions.leaked == given.answered == asked.answered
+    assert upfront.round_trips == by_questions.round_trips - 4      # one question per pass fewer
+    with pytest.raises(ValueError):
+        cascade_correct(bob, 0.02, 4, given.parities, root_parities=lambda: np.zeros(3, np.uint8))
+
+
+def test_one_permutation_set_per_link_keeps_the_efficiency_of_fresh_ones():
+    # The link reuses one permutation seed for every block: over many error patterns its f_EC
+    # must match that of permutations drawn afresh per block (same distribution of leakage).
+    rng = np.random.default_rng(12)
+    fixed, fresh = [], []
+    for block in range(150):
+        alice = rng.integers(0, 2, 4000, dtype=np.uint8)
+        bob = alice ^ (rng.random(4000) < 0.02).astype(np.uint8)
+        entropy = 4000 * binary_entropy(np.mean(alice != bob))
+        for seed, out in ((77, fixed), (1000 + block, fresh)):
+            result = cascade_correct(bob, 0.02, seed, CascadeAlice(alice, seed, 4).parities)
+            assert np.array_equal(result.bits, alice)
+            out.append(result.leaked / entropy)
+    assert np.mean(fixed) == pytest.approx(np.mean(fresh), abs=0.02)
+    assert 1.05 < np.mean(fixed) < 1.3

@@ -95,3 +95,30 @@ def test_parse_address():
     for bad in ("h", "h:x", "h:70000"):
         with pytest.raises(ValueError):
             parse_address(bad)
+
+
+def test_large_arrays_survive_partial_sends_and_bad_shapes_are_rejected():
+    import threading
+    alice, bob = _pair()
+    big = np.random.default_rng(1).integers(0, 2**62, 1_500_000, dtype=np.int64)   # 12 MB: many sendmsg calls
+    sender = threading.Thread(target=lambda: alice.send("BIG", {"n": 1}, data=big, flags=np.ones(9, bool)))
+    sender.start()
+    kind, fields, arrays = bob.recv("BIG")
+    sender.join()
+    assert np.array_equal(arrays["data"], big) and arrays["flags"].tolist() == [True] * 9
+    assert alice.bytes_sent == bob.bytes_received
+
+    import json as _json
+    import hashlib
+    import hmac
+    a, b = socket_pair()
+    receiver = Channel(b, b"k", "bob")
+    header = _json.dumps({"kind": "X", "fields": {}, "arrays": [["a", "|u1", [-1]]]}).encode()
+    body = struct.pack("<QI", 0, len(header)) + header + b"\x00" * 16
+    tag = hmac.new(b"k", b"alice" + body, hashlib.sha256).digest()
+    a.sendall(struct.pack("<I", len(body)) + tag + body)
+    with pytest.raises(ChannelError, match="malformed"):
+        receiver.recv()
+    for s in (a, b):
+        s.close()
+    alice.close(); bob.close()

@@ -61,3 +61,20 @@ def test_sarg04_sifting_keeps_about_a_quarter_with_model_qber():
     alice_bits = ev.alice.basis[conclusive]
     assert conclusive.mean() == pytest.approx(0.25, abs=0.01)
     assert np.mean(alice_bits != bob_bits) == pytest.approx(model_qber(4.0, config), abs=0.003)
+
+
+def test_click_counts_are_poisson_and_positions_uniform():
+    from scipy import stats
+    config = QkdLinkConfig(loss_db=4.0)
+    counts, positions = [], []
+    for block in range(300):
+        ev = generate_events(config, 9, block, 0.5)
+        counts.append(ev.alice.pulse.size)
+        positions.append(ev.alice.pulse / ev.gates)
+    counts = np.array(counts)
+    expected = detection_rate(4.0, config) * 0.5
+    assert counts.mean() == pytest.approx(expected, rel=0.02)
+    assert counts.var() / counts.mean() == pytest.approx(1.0, abs=0.2)     # Poisson: variance = mean
+    assert stats.kstest(np.concatenate(positions), "uniform").pvalue > 0.001
+    ev = generate_events(config, 9, 0, 0.5)
+    assert ev.alice.basis.mean() == pytest.approx(0.5, abs=0.02) and set(np.unique(ev.bob.bit)) == {0, 1}

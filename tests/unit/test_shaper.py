@@ -29,3 +29,27 @@ def test_no_jitter_gives_the_exact_delay():
 def test_bad_specs_are_rejected(spec):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_queue(spec, random.Random(1))
+
+
+def test_batch_verdict_message_layout():
+    # linux/netlink.h, linux/netfilter/nfnetlink.h and nfnetlink_queue.h: nlmsghdr (host order),
+    # nfgenmsg (res_id = queue number, big-endian), NFQA_VERDICT_HDR {verdict, id} big-endian.
+    import socket
+    import struct
+    from harness import shaper
+
+    sent = []
+
+    class FakeSocket:
+        def send(self, data):
+            sent.append(data)
+
+    verdicts = shaper._Verdicts.__new__(shaper._Verdicts)
+    verdicts.sock, verdicts.number, verdicts.sent = FakeSocket(), 258, 0
+    verdicts.accept_through(0x01020304)
+    (message,) = sent
+    length, kind, flags, seq, pid = struct.unpack_from("=IHHII", message)
+    assert (length, kind, flags, seq, pid) == (32, 0x0303, 1, 1, 0) and len(message) == 32
+    assert message[16:20] == bytes([socket.AF_UNSPEC, 0, 1, 2])                  # queue 258
+    assert struct.unpack_from("=HH", message, 20) == (12, 2)
+    assert message[24:] == bytes([0, 0, 0, 1, 1, 2, 3, 4])                        # NF_ACCEPT, id
