@@ -27,11 +27,12 @@ class CleanReport:
     processes: list[str] = field(default_factory=list)
     bridges: list[str] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
     live: list[str] = field(default_factory=list)
 
     def empty(self) -> bool:
-        return not (self.processes or self.bridges or self.interfaces or self.runs)
+        return not (self.processes or self.bridges or self.interfaces or self.namespaces or self.runs)
 
 
 def _kill_recorded(pid: int, start_time: int | None) -> bool:
@@ -115,6 +116,9 @@ def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
             if record.kind in ("process", "netns") and record.pid:
                 if _kill_recorded(record.pid, record.start_time):
                     report.processes.append(f"{record.name} (pid {record.pid})")
+            elif record.kind == "named_netns":
+                if subprocess.run(["ip", "netns", "del", record.name], capture_output=True).returncode == 0:
+                    report.namespaces.append(record.name)
             elif record.kind == "bridge":
                 recorded_bridges.add(record.name)
             elif record.kind == "interface":

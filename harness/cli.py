@@ -171,7 +171,8 @@ def clean_command(force: bool) -> None:
             click.echo("qiot clean: nothing to remove")
         return
     for label, items in (("processes", report.processes), ("bridges", report.bridges),
-                         ("interfaces", report.interfaces), ("run records", report.runs)):
+                         ("interfaces", report.interfaces), ("namespaces", report.namespaces),
+                         ("run records", report.runs)):
         if items:
             click.echo(f"qiot clean: removed {len(items)} {label}: {', '.join(items)}")
 

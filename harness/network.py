@@ -59,19 +59,33 @@ def _run(argv: list[str]) -> None:
 
 @dataclass
 class QiotNetwork:
-    """A started Mininet network plus the facts a run needs about it."""
+    """A started Mininet network (the site's infrastructure) and the stations of its wireless cell."""
 
     net: object
-    hosts: dict = field(default_factory=dict)
+    stations: dict = field(default_factory=dict)   # name -> harness.stations.Station
+    access_switch: str = ""
 
     def host(self, name: str):
-        return self.net.get(name)
+        """A Mininet host (dc, alice, gw) or a station (device, rogue): both have ``cmd``/``popen``."""
+        return self.stations[name] if name in self.stations else self.net.get(name)
 
     def netns_pid(self, name: str) -> int:
-        """PID of the shell holding host ``name``'s namespace (for mnexec -a / setns)."""
+        """PID of the shell holding Mininet host ``name``'s namespace (for mnexec -a); stations have none."""
+        if name in self.stations:
+            raise NetworkError(f"{name} is a station (a bare namespace): it runs no daemons")
         return self.net.get(name).pid
 
+    def namespaces(self) -> dict[str, str]:
+        """Every host's network-namespace path (what the fleet and tests enter)."""
+        paths = {h.name: f"/proc/{h.pid}/ns/net" for h in self.net.hosts}
+        paths.update({name: s.namespace_path for name, s in self.stations.items()})
+        return paths
+
     def stop(self) -> None:
+        from harness import stations
+
+        stations.detach(list(self.stations.values()), self.access_switch)
+        self.stations = {}
         self.net.stop()
 
 
@@ -93,9 +107,14 @@ def route_mininet_log(log_path) -> None:
     lg.setLevel(logging.INFO)
 
 
-def build(topo, caps: Capabilities, controller_port: int, state: RunState,
+def build(topo, caps: Capabilities, controller_port: int, state: RunState, cell=None,
           connect_timeout_s: float = 30.0) -> QiotNetwork:
-    """Build and start ``topo``; return once every switch is connected to the controller."""
+    """Build and start ``topo`` and attach ``cell``'s stations; return once every switch is connected.
+
+    ``cell``: (stations, access switch, gateway address, wireless shape), see :mod:`harness.stations`.
+    """
+    from harness import stations as cells
+
     from mininet.net import Mininet
     from mininet.node import OVSSwitch, RemoteController
     from mininet.link import TCLink
@@ -131,11 +150,21 @@ def build(topo, caps: Capabilities, controller_port: int, state: RunState,
                 host.cmd(f"ethtool -K {intf.name} tx off >/dev/null 2>&1")
         gw = net.get("gw")
         gw.cmd("sysctl -qw net.ipv4.ip_forward=1")
+        result = QiotNetwork(net)
+        if cell is not None:
+            planned, access_switch, gateway_ip, shape = cell
+            result.access_switch = access_switch
+            result.stations = {s.name: s for s in planned}
+            cells.attach(planned, access_switch, gateway_ip, shape, netem=caps.shaping == "netem",
+                         fallback_loss=caps.shaping == "nfqueue", state=state)
         _wait_connected(net, connect_timeout_s)
     except BaseException:
-        net.stop()
+        if "result" in locals():
+            result.stop()
+        else:
+            net.stop()
         raise
-    return QiotNetwork(net)
+    return result
 
 
 def _wait_connected(net, timeout_s: float) -> None:

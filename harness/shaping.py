@@ -52,15 +52,13 @@ def needs_shaper(shape: WirelessShape) -> bool:
     return shape.delay_ms > 0 or shape.jitter_ms > 0
 
 
-def install_fallback_rules(gateway, devices: list, gateway_wireless_intf: str, shape: WirelessShape) -> None:
-    """The fallback's iptables rules on the gateway and the devices (Mininet hosts: ``.cmd``)."""
+def install_fallback_rules(gateway, gateway_wireless_intf: str, shape: WirelessShape) -> None:
+    """The fallback's iptables rules on the gateway (a Mininet host: ``.cmd``); each station gets its
+    downlink loss rule when it is made (:mod:`harness.stations`)."""
     probability = shape.loss_pct / 100.0
     if probability > 0:
         _iptables(gateway, f"-t mangle -A PREROUTING -i {gateway_wireless_intf} -m statistic --mode random "
                            f"--probability {probability:.6f} -j DROP")
-        for device in devices:
-            _iptables(device, f"-t mangle -A PREROUTING -i {device.defaultIntf().name} -m statistic "
-                              f"--mode random --probability {probability:.6f} -j DROP")
     if not needs_shaper(shape):
         return
     _iptables(gateway, f"-t mangle -A PREROUTING -i {gateway_wireless_intf} -j NFQUEUE "

@@ -67,7 +67,7 @@ def process_start_time(pid: int) -> int | None:
 
 @dataclass
 class Record:
-    """One thing a run made: ``kind`` is owner, process, netns, interface or bridge."""
+    """One thing a run made: ``kind`` is owner, process, netns, named_netns, interface or bridge."""
 
     kind: str
     name: str
@@ -101,6 +101,10 @@ class RunState:
     def record_netns(self, name: str, pid: int) -> None:
         """A namespace held open by ``pid`` (a Mininet host's shell)."""
         self._append(Record("netns", name, pid, process_start_time(pid)))
+
+    def record_named_netns(self, name: str) -> None:
+        """A named namespace (``ip netns``, a station's): removed by name, it has no process."""
+        self._append(Record("named_netns", name))
 
     def record_interface(self, name: str) -> None:
         self._append(Record("interface", name))

@@ -23,7 +23,6 @@ from harness.daemon import Daemon, DaemonSet, python_daemon
 from harness.enums import Mode
 from harness.keyservices import key_daemons, key_request_config, make_pki, provision_timeout_s
 from harness.lifecycle import StopRequest
-from harness.netns import namespace_path
 from harness.runconfig import RunConfig
 from harness.state import RunState
 
@@ -151,19 +150,20 @@ class Testbed:
             network.route_mininet_log(self.config.logs_dir / "mininet.log")
             self.daemons.start("controller")
             started = time.monotonic()
-            from topologies.fig1 import mininet_topo
+            from harness import stations
+            from topologies.fig1 import FIRST_STATION_PORT, mininet_topo
+            from topologies.fig1 import stations as cell_stations
 
-            topo = mininet_topo(self.config.site, self.config.fibre, self.config.wireless,
-                                netem=self.caps.shaping == "netem")
-            self.net = network.build(topo, self.caps, self.config.controller.openflow, self.state)
+            site = self.config.site
+            topo = mininet_topo(site, self.config.fibre, netem=self.caps.shaping == "netem")
+            planned = stations.plan(self.state.run_id, site.access_switch, FIRST_STATION_PORT, cell_stations(site))
+            self.net = network.build(topo, self.caps, self.config.controller.openflow, self.state,
+                                     cell=(planned, site.access_switch, site.gw_wireless_ip, self.config.wireless))
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
             self.stop.check()
-            hosts = [h.name for h in self.net.net.hosts]
-            self.config.write_hosts({name: namespace_path(self.net.netns_pid(name)) for name in hosts})
+            self.config.write_hosts(self.net.namespaces())
             if self.caps.shaping == "nfqueue":
-                site = self.config.site
-                shaping.install_fallback_rules(self.net.host("gw"), [self.net.host(d) for d in site.device_names()],
-                                               site.gw_wireless_intf, self.config.wireless)
+                shaping.install_fallback_rules(self.net.host("gw"), site.gw_wireless_intf, self.config.wireless)
             self.daemons.start(*[name for name in ("shaper", "broker") if name in self.daemons])
             if Mode.QKD in self.config.modes:
                 self.start_key_services()

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from harness.links import FibreSettings, WirelessShape
+from harness.links import FibreSettings
 from harness.settings import setting
 
 DC_IP, ALICE_IP, GW_OPTICAL_IP, GW_WIRELESS_IP = "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.1.0.1"
@@ -134,16 +134,14 @@ class LinkShape:
         return options
 
 
-def mininet_topo(site: Fig1Site, fibre: FibreSettings, wireless: WirelessShape, netem: bool):
-    """The Mininet ``Topo`` of ``site``: fibre spans and wireless links shaped per ``netem``.
-
-    Without netem only the wireless rate is given to Mininet (its delay/loss would silently not be
-    applied; :mod:`harness.shaping` adds them at the gateway).
+def mininet_topo(site: Fig1Site, fibre: FibreSettings, netem: bool):
+    """The Mininet ``Topo`` of the site's infrastructure: hosts dc, alice and gw, the switches, and the
+    fibre spans (their delay only with netem). The stations of the wireless cell (devices, rogues) are
+    not Mininet hosts: :mod:`harness.stations` attaches them to the access switch in batches.
     """
     from mininet.topo import Topo
 
     fibre_shape = LinkShape(fibre.classical_rate_mbit, fibre.delay_ms)
-    radio = LinkShape(wireless.rate_mbit, wireless.delay_ms, wireless.jitter_ms, wireless.loss_pct)
     topo = Topo()
     dc = topo.addHost("dc", ip=f"{DC_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
     alice = topo.addHost("alice", ip=f"{ALICE_IP}/{OPTICAL_PREFIX}", defaultRoute=f"via {GW_OPTICAL_IP}")
@@ -161,13 +159,15 @@ def mininet_topo(site: Fig1Site, fibre: FibreSettings, wireless: WirelessShape, 
     topo.addLink(alice, s_edge)
     topo.addLink(gw, s_edge, intfName1=GW_OPTICAL_INTF)
     topo.addLink(gw, s_ap, intfName1=GW_WIRELESS_INTF, params1={"ip": f"{GW_WIRELESS_IP}/{WIRELESS_PREFIX}"})
-    for index in range(1, site.devices + 1):
-        host = topo.addHost(device_name(index), ip=f"{device_ip(index)}/{WIRELESS_PREFIX}",
-                            mac=device_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
-        topo.addLink(host, s_ap, **radio.tclink_options(netem))
-    # Rogues come after the devices, so the devices' switch ports are the same with or without them.
-    for index in range(1, site.rogue_hosts + 1):
-        host = topo.addHost(rogue_name(index), ip=f"{rogue_ip(index)}/{WIRELESS_PREFIX}",
-                            mac=rogue_mac(index), defaultRoute=f"via {GW_WIRELESS_IP}")
-        topo.addLink(host, s_ap, **radio.tclink_options(netem))
     return topo
+
+
+#: OpenFlow port of the access switch where the first station attaches (port 1 is the gateway's).
+FIRST_STATION_PORT = 2
+
+
+def stations(site: Fig1Site) -> list[tuple[str, str, str, int]]:
+    """(name, ip, mac, prefix) of the stations on the access switch, in port order: the devices, then
+    the rogues (so the devices' ports are the same with or without rogues)."""
+    return ([(device_name(i), device_ip(i), device_mac(i), WIRELESS_PREFIX) for i in range(1, site.devices + 1)] +
+            [(rogue_name(i), rogue_ip(i), rogue_mac(i), WIRELESS_PREFIX) for i in range(1, site.rogue_hosts + 1)])

@@ -55,7 +55,7 @@ def test_sigterm_mid_mode_and_again_mid_teardown_ends_interrupted_with_nothing_l
     assert metadata["mode_results"]["qkd"]["status"] == "interrupted" and "ended" in metadata
     assert metadata["mode_results"]["qkd"]["summary"]["sent"] >= 1  # derived files written anyway
     assert (run_dir / "qkd" / "messages.csv").is_file()
-    assert qiot_leftovers(run_dir.name) == {"interfaces": [], "bridges": [], "state": False}
+    assert qiot_leftovers(run_dir.name) == {"interfaces": [], "bridges": [], "namespaces": [], "state": False}
     assert [pid for pid in pids if running(pid)] == []
 
 
@@ -72,4 +72,4 @@ def test_a_daemon_that_fails_readiness_fails_the_run_with_its_reason(network_ok,
     metadata = json.loads((outcome.run_dir / "metadata.json").read_text())
     assert metadata["status"] == "failed" and "platform-dkg" in metadata["failure"]
     assert metadata["mode_results"]["dkg"]["status"] == "failed"
-    assert qiot_leftovers(outcome.run_dir.name) == {"interfaces": [], "bridges": [], "state": False}
+    assert qiot_leftovers(outcome.run_dir.name) == {"interfaces": [], "bridges": [], "namespaces": [], "state": False}

@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness import results
 from harness.state import INTERFACE_ALIAS_PREFIX, STATE_DIR
+from harness.stations import NETNS_PREFIX, run_tag
 
 QIOT = [sys.executable, "-m", "harness.cli"]
 
@@ -106,8 +107,10 @@ def running(pid: int) -> bool:
 def qiot_leftovers(run_id: str) -> dict:
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return {"interfaces": [line for line in links.splitlines() if INTERFACE_ALIAS_PREFIX in line or "qdc1-" in line],
             "bridges": [b for b in bridges if b in ("qdc1", "qox2", "qed3", "qap4")],
+            "namespaces": [n for n in namespaces.split() if n.startswith(f"{NETNS_PREFIX}{run_tag(run_id)}-")],
             "state": (STATE_DIR / f"{run_id}.jsonl").exists()}
 
 
@@ -131,7 +134,7 @@ def test_clean_after_a_killed_run_leaves_nothing(network_ok, tmp_path):
     first = subprocess.run(QIOT + ["clean"], capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
     assert "removed" in first.stdout
-    assert qiot_leftovers(run_id) == {"interfaces": [], "bridges": [], "state": False}
+    assert qiot_leftovers(run_id) == {"interfaces": [], "bridges": [], "namespaces": [], "state": False}
     time.sleep(0.5)
     alive = [pid for pid in pids if running(pid)]
     assert not alive, f"recorded processes still alive: {alive}"
