@@ -20,7 +20,6 @@ made for the run in ``RUN_DIR/pki``.
 
 from __future__ import annotations
 
-import sys
 from typing import Callable, Sequence
 
 from harness.daemon import Daemon, python_daemon
@@ -72,18 +71,11 @@ def key_daemons(config, clock_args: Callable[[], Sequence[str]], capture: str | 
     bob = python_daemon(config, "qkd-bob", "harness.qkd.node", host="dc", runtime_args=clock_args)
     alice = python_daemon(config, "qkd-alice", "harness.qkd.node", host="alice", requires=("qkd-bob",),
                           runtime_args=clock_args)
-    kme = [sys.executable, "-m", "harness.kme.server", "--pki", str(config.pki_dir),
-           "--clavis", f"127.0.0.1:{ports.clavis}", "--max-key-count", str(config.qkd.buffer_keys),
-           "--max-key-per-request", str(config.kme.max_key_per_request)]
-    kme_bob = Daemon(name="kme-bob", host="dc", log_path=config.logs_dir / "kme-bob.log",
-                     requires=("qkd-bob",) + ((capture,) if capture else ()),
-                     argv=kme + ["--listen", f"{site.dc_ip}:{ports.kme}", "--kme-id", KME_BOB_ID,
-                                 "--peer-kme-id", KME_ALICE_ID, "--peer-kme", kme_url(config, "alice")])
+    kme_bob = python_daemon(config, KME_BOB_ID, "harness.kme.server", host="dc",
+                            requires=("qkd-bob",) + ((capture,) if capture else ()))
     # The gateway asks Alice's KME for new keys (enc_keys), so that end issues them.
-    kme_alice = Daemon(name="kme-alice", host="alice", log_path=config.logs_dir / "kme-alice.log",
-                       requires=("qkd-alice", "kme-bob"),
-                       argv=kme + ["--listen", f"{site.alice_ip}:{ports.kme}", "--kme-id", KME_ALICE_ID,
-                                   "--peer-kme-id", KME_BOB_ID, "--peer-kme", kme_url(config, "dc"), "--issuing"])
+    kme_alice = python_daemon(config, KME_ALICE_ID, "harness.kme.server", host="alice",
+                              requires=("qkd-alice", KME_BOB_ID))
     relay = python_daemon(config, "relay", "harness.kme.relay", host="gw", requires=("kme-alice",))
     relay.runtime_args = lambda: list(clock_args()) + (["--restarted"] if relay.starts else [])
     return [bob, alice, kme_bob, kme_alice, relay]

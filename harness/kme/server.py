@@ -229,15 +229,53 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+#: The KMEs' daemon names in a run: (QKD end, host, issues keys). Alice's KME issues: the gateway, the
+#: master SAE, asks it (harness.keyservices).
+RUN_ROLES = {"kme-alice": ("alice", "alice", True), "kme-bob": ("bob", "dc", False)}
+
+
+def check(config, role: str) -> list[str]:
+    """Pre-start check of a KME's part of the run configuration."""
+    if role not in RUN_ROLES:
+        return [f"unknown role {role!r} (known: {', '.join(RUN_ROLES)})"]
+    own = pki.entity_paths(config.pki_dir, role, "KME")
+    return [f"{path}: missing (the run's PKI is made before the daemons start)"
+            for path in (own.ca, own.cert, own.key) if not Path(path).is_file()]
+
+
+def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
+    """The KME's options from the run configuration (roles ``kme-alice``, ``kme-bob``)."""
+    from harness import runconfig
+    from harness.keyservices import kme_url
+
+    config = runconfig.read(args.config)
+    problems = check(config, args.role)
+    if problems:
+        raise ValueError("; ".join(problems))
+    _, host, issuing = RUN_ROLES[args.role]
+    peer_role = next(r for r in RUN_ROLES if r != args.role)
+    ports = config.site.ports
+    address = config.site.dc_ip if host == "dc" else config.site.alice_ip
+    args.listen, args.kme_id, args.peer_kme_id = f"{address}:{ports.kme}", args.role, peer_role
+    args.peer_kme = kme_url(config, RUN_ROLES[peer_role][1])
+    args.pki, args.clavis, args.issuing = config.pki_dir, f"127.0.0.1:{ports.clavis}", issuing
+    args.max_key_count, args.max_key_per_request = config.qkd.buffer_keys, config.kme.max_key_per_request
+    # A vendor's key store survives a restart: keys issued before one stay obtainable by the slave.
+    args.key_store = config.path / "kme-store" / args.role
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m harness.kme.server``."""
+    """Entry point of ``python -m harness.kme.server`` (in a run: ``--config run.json --role kme-bob``)."""
     ap = argparse.ArgumentParser(prog="python -m harness.kme.server", description=__doc__.split("\n")[0])
-    ap.add_argument("--listen", required=True, help="ADDR:PORT to serve ETSI 014 and KME-to-KME on")
-    ap.add_argument("--kme-id", required=True, help="this KME's id (certificate kme/<id>.crt in --pki)")
-    ap.add_argument("--peer-kme-id", required=True, help="the other KME's id")
-    ap.add_argument("--peer-kme", required=True, help="the other KME's https://ADDR:PORT")
-    ap.add_argument("--pki", required=True, type=Path, help="PKI folder (harness.kme.pki layout)")
-    ap.add_argument("--clavis", required=True, help="ADDR:PORT of this end's Clavis key-extraction service")
+    ap.add_argument("--config", type=Path, help="a run's config/run.json (with --role kme-alice or kme-bob)")
+    ap.add_argument("--role", help="this KME's name in the run")
+    ap.add_argument("--listen", help="ADDR:PORT to serve ETSI 014 and KME-to-KME on")
+    ap.add_argument("--kme-id", help="this KME's id (certificate kme/<id>.crt in --pki)")
+    ap.add_argument("--peer-kme-id", help="the other KME's id")
+    ap.add_argument("--peer-kme", help="the other KME's https://ADDR:PORT")
+    ap.add_argument("--pki", type=Path, help="PKI folder (harness.kme.pki layout)")
+    ap.add_argument("--clavis", help="ADDR:PORT of this end's Clavis key-extraction service")
     ap.add_argument("--clavis-device-id", type=int, default=1, help="requestingDeviceID (1-12)")
     ap.add_argument("--issuing", action="store_true",
                     help="this KME's QKD end issues new keys (request_new_key); else it reads keys by id")
@@ -252,6 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
+        if args.config is not None:
+            args = _from_run_config(args)
+        missing = [o for o in ("listen", "kme_id", "peer_kme_id", "peer_kme", "pki", "clavis") if not getattr(args, o)]
+        if missing:
+            ap.error("give --config and --role, or " + ", ".join("--" + o.replace("_", "-") for o in missing))
         listen = parse_address(args.listen, "--listen")
         clavis = parse_address(args.clavis, "--clavis")
         own = pki.entity_paths(args.pki, args.kme_id, "KME")

@@ -2,7 +2,7 @@
 
 In a run: ``python -m harness.qkd.node --config RUN_DIR/config/run.json --role qkd-bob --clock-epoch E``
 (or ``qkd-alice``): addresses, seed, time scale and link settings come from the run configuration.
-Standalone: ``python -m harness.qkd.node --role bob --classical-listen 10.0.0.2:7000 --udp-listen 0.0.0.0:5323
+Standalone: ``python -m harness.qkd.node --role bob --classical-listen 10.0.0.2:7000 --udp-listen 127.0.0.1:5323
 --config qkd.json --seed 1 --clock-epoch E --time-scale 60 --out DIR`` (and Alice with
 ``--classical-peer``). Bob prints ``READY`` once his sockets listen, Alice once she is connected;
 both exit cleanly on SIGTERM. Alice runs a block each time emulated time passes a block end, so
@@ -39,12 +39,14 @@ class QkdNode:
     """Alice or Bob: key buffer, optional Clavis UDP service, block loop and CSV records."""
 
     def __init__(self, role: str, config: QkdLinkConfig, seed: int, out_dir: Path | None = None,
-                 clock: EmulatedClock | None = None, udp_address: tuple[str, int] | None = None) -> None:
+                 clock: EmulatedClock | None = None, udp_address: tuple[str, int] | None = None,
+                 new_keys: bool = True) -> None:
         if role not in ("alice", "bob"):
             raise ValueError(f"role must be alice or bob, got {role!r}")
         self.role, self.config, self.seed, self.clock = role, config, seed, clock
         self.buffer = KeyBuffer(config.buffer_keys, config.key_bits)
-        self.server = ClavisServer(self.buffer, udp_address).start() if udp_address else None
+        # One end of a link hands out new keys (harness.qkd.clavis): ``new_keys=False`` at the other.
+        self.server = ClavisServer(self.buffer, udp_address, new_keys=new_keys).start() if udp_address else None
         self.stats: list[BlockStats] = []
         self.stop_event = threading.Event()
         self.channel: Channel | None = None
@@ -190,6 +192,8 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         role=end, qkd=config.qkd, seed=config.run.seed, time_scale=config.run.time_scale,
         clock_epoch=args.clock_epoch, seconds=None, connect_timeout=args.connect_timeout,
         udp_listen=f"127.0.0.1:{site.ports.clavis}", out=config.link_dir / end,
+        # Alice's KME issues the keys in a run (harness.keyservices): Bob's end answers by id only.
+        new_keys=end == "alice",
         classical_listen=classical if end == "bob" else None, classical_peer=classical if end == "alice" else None)
 
 
@@ -229,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    node = QkdNode(args.role, config, args.seed, args.out, clock, udp)
+    node = QkdNode(args.role, config, args.seed, args.out, clock, udp, new_keys=getattr(args, "new_keys", True))
     signal.signal(signal.SIGTERM, lambda *_: node.stop())
     signal.signal(signal.SIGINT, lambda *_: node.stop())
     try:
