@@ -41,6 +41,9 @@ class Intf:
     def MAC(self) -> str:  # noqa: N802 (Mininet's name)
         return self.mac
 
+    def __str__(self) -> str:  # as Mininet's: the interface's name
+        return self.name
+
 
 @dataclass(frozen=True)
 class Station:
