@@ -14,7 +14,7 @@ fi
 # chromium: headless rendering of `qiot report` pages in the tests (tests/unit/test_report.py).
 APT_PACKAGES=(
   mininet openvswitch-switch mosquitto mosquitto-clients bridge-utils ethtool iptables iproute2
-  iputils-ping tcpdump libnetfilter-queue-dev build-essential python3-dev python3-venv procps psmisc
+  iputils-ping nftables tcpdump libnetfilter-queue-dev build-essential python3-dev python3-venv procps psmisc
   kmod util-linux git chromium
 )
 missing=()

@@ -80,7 +80,9 @@ class QiotProvisioning(QiotL2Switch):
         _RUNNING = self
         self.settings = settings = _SETTINGS
         self.learned_idle_timeout_s = settings.learned_idle_timeout_s
-        self.registry = Registry(Inventory.load(settings.inventory_path), settings.state_dir, settings.gateway_ip)
+        self._probe_turn = 0
+        self.registry = Registry(Inventory.load(settings.inventory_path), settings.state_dir, settings.gateway_ip,
+                                 save_interval_s=settings.registry_save_interval_s)
         resumed = self.registry.load()
         self._mark_interrupted_requests()
         self.registry.count("controller_starts")
@@ -270,6 +272,7 @@ class QiotProvisioning(QiotL2Switch):
                 datapath = self.access_dp
                 if datapath is not None and not self.registry.all_provisioned():
                     self._probe(datapath)
+                self.registry.flush()
                 if self.registry.discovery_timed_out(time.time(), self.settings.discovery_timeout_s):
                     self.logger.warning("qiot: discovery timed out; missing: %s",
                                         ", ".join(self.registry.discovery["missing"]))
@@ -286,6 +289,12 @@ class QiotProvisioning(QiotL2Switch):
         else:
             with self.registry.lock:
                 targets = [d.ip for d in self.registry.inventory if d.device_id not in self.registry.devices]
+            # Each probe is flooded to every port of the access switch: probing thousands of devices
+            # at once would cost ports x devices packets a round. A bounded share per round, in turn;
+            # devices also announce themselves (a gratuitous ARP when their link comes up).
+            start = self._probe_turn % len(targets) if targets else 0
+            targets = (targets[start:] + targets[:start])[: self.settings.probes_per_round]
+            self._probe_turn += len(targets)
         for ip in targets:
             probe = packet.Packet()
             probe.add_protocol(ethernet.ethernet(dst=BROADCAST, src=self.settings.probe_mac,
@@ -385,6 +394,7 @@ class QiotProvisioning(QiotL2Switch):
         """The final northbound view, next to the registry (what ``qiot run`` keeps of the controller)."""
         from controllers.registry import write_json_atomic
 
+        self.registry.flush()  # what changed since the last save is kept too
         if self.settings.state_dir is not None:
             write_json_atomic(self.settings.state_dir / "snapshot.json", self.registry.snapshot())
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +63,15 @@ def write_json_atomic(path: Path, data: dict) -> None:
 class Registry:
     """Gateway pin, devices, rogues, switches, discovery, key requests and counters."""
 
-    def __init__(self, inventory: Inventory, state_dir: Path | None, gateway_ip: str) -> None:
+    def __init__(self, inventory: Inventory, state_dir: Path | None, gateway_ip: str,
+                 save_interval_s: float = 0.0) -> None:
         self.inventory = inventory
+        # Each change rewrites the whole file: with thousands of devices, registering them one by one
+        # would write O(N^2) bytes. With an interval, changes within it are written together
+        # (flush() writes what is pending; a crash loses at most that interval).
+        self.save_interval_s = save_interval_s
+        self._dirty = False
+        self._last_save = float("-inf")
         self.gateway_ip = gateway_ip
         self.path = Path(state_dir) / REGISTRY_FILE if state_dir is not None else None
         self.lock = threading.RLock()
@@ -103,13 +111,26 @@ class Registry:
         return True
 
     def save(self) -> None:
-        """Rewrite the registry file atomically (no-op without a state dir)."""
+        """Rewrite the registry file atomically now (no-op without a state dir)."""
         if self.path is None:
             return
         with self.lock:
             data = self.snapshot()
+            self._dirty, self._last_save = False, time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, data)
+
+    def changed(self) -> None:
+        """Something changed: save now, or with the next :meth:`flush` if saved less than an interval ago."""
+        if time.monotonic() - self._last_save >= self.save_interval_s:
+            self.save()
+        else:
+            self._dirty = True
+
+    def flush(self) -> None:
+        """Write pending changes (called every probe interval and at shutdown)."""
+        if self._dirty:
+            self.save()
 
     def snapshot(self) -> dict:
         """Everything, as JSON-ready data: the registry file and the REST ``/qiot/state`` view."""
@@ -156,7 +177,7 @@ class Registry:
             if self.gateway is not None:
                 return False
             self.gateway = {"dpid": dpid, "port": port, "mac": normalise_mac(mac), "pinned_at": now}
-        self.save()
+        self.changed()
         return True
 
     def discover(self, device: InventoryDevice, dpid: int, port: int, now: float) -> bool:
@@ -168,8 +189,12 @@ class Registry:
                                                   provisioned_at=None, provisioning_ms=None,
                                                   registered_at=None, key_id=None)
             self.counters["devices_discovered"] += 1
-            self.discovery["missing"] = [d.device_id for d in self.inventory if d.device_id not in self.devices]
-        self.save()
+            missing = self.discovery["missing"]
+            if missing and missing[0] == device.device_id:  # devices announce themselves in order: O(1)
+                missing.pop(0)
+            elif device.device_id in missing:
+                missing.remove(device.device_id)
+        self.changed()
         return True
 
     def provision(self, device_id: str, now: float) -> bool:
@@ -186,7 +211,7 @@ class Registry:
             self.counters["registrations"] += 1
             if self.all_provisioned() and self.discovery["completed_at"] is None:
                 self.discovery["completed_at"] = now
-        self.save()
+        self.changed()
         return True
 
     def record_rogue(self, mac: str, dpid: int, port: int, now: float, reason: str) -> bool:
@@ -201,7 +226,7 @@ class Registry:
                 self.counters["rogue_macs"] += 1
             else:
                 record.update(last_seen=now, port=port, packet_ins=record["packet_ins"] + 1)
-        self.save()
+        self.changed()
         return record is None
 
     def switch_connected(self, dpid: int, name: str | None, role: str, ports: list[dict]) -> None:
@@ -210,7 +235,7 @@ class Registry:
             self.switches[f"{dpid:016x}"] = {"dpid": dpid, "name": name, "role": role, "connected": True,
                                              "ports": ports}
             self.counters["switch_connects"] += 1
-        self.save()
+        self.changed()
 
     def switch_disconnected(self, dpid: int) -> None:
         """Mark a switch as no longer connected (its flows stay: fail-mode secure)."""
@@ -218,7 +243,7 @@ class Registry:
             record = self.switches.get(f"{dpid:016x}")
             if record is not None:
                 record["connected"] = False
-        self.save()
+        self.changed()
 
     # -- discovery and keys --------------------------------------------------------------------
     def all_provisioned(self) -> bool:
@@ -232,7 +257,7 @@ class Registry:
         with self.lock:
             if self.discovery["started_at"] is None:
                 self.discovery["started_at"] = now
-        self.save()
+        self.changed()
 
     def discovery_timed_out(self, now: float, timeout_s: float) -> bool:
         """True (once, and recorded with the missing devices) when discovery exceeded its timeout."""
@@ -243,7 +268,7 @@ class Registry:
             if now - d["started_at"] < timeout_s:
                 return False
             d["timed_out_at"] = now
-        self.save()
+        self.changed()
         return True
 
     def devices_needing_keys(self, include_failed: bool = False) -> list[str]:
@@ -266,7 +291,7 @@ class Registry:
             self.counters["key_requests"] += 1
             self.counters["keys_requested"] += len(device_ids)
             index = len(self.key_requests) - 1
-        self.save()
+        self.changed()
         return index
 
     def finish_key_request(self, index: int, now: float, keys: dict[str, str] | None, attempts: int,
@@ -286,10 +311,10 @@ class Registry:
                 request["missing"] = [d for d in request["devices"] if d not in keys]
                 request["status"] = "completed" if not request["missing"] else "partial"
                 self.counters["keys_received"] += request["keys_received"]
-        self.save()
+        self.changed()
 
     def set_key_manager(self, description: dict) -> None:
         """Record which key manager is configured (also what a restart rebuilds it from)."""
         with self.lock:
             self.key_manager = dict(description)
-        self.save()
+        self.changed()

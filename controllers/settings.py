@@ -35,6 +35,10 @@ class ProvisioningSettings:
 
     # Assumption: 1 s between ARP probe rounds for undiscovered devices (Linux re-ARPs at 1 s too).
     probe_interval_s: float = 1.0
+    # Assumption: at most 20 devices probed per round: each probe floods every port of the access switch.
+    probes_per_round: int = 20
+    # Assumption: the registry is rewritten at most once a second (a crash loses at most that).
+    registry_save_interval_s: float = 1.0
     # Assumption: devices not discovered 60 s after the access switch connects are reported missing
     # and the keys of the discovered ones are requested without them.
     discovery_timeout_s: float = 60.0

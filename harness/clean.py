@@ -116,6 +116,9 @@ def clean(state_dir: Path | None = None, force: bool = False) -> CleanReport:
             if record.kind in ("process", "netns") and record.pid:
                 if _kill_recorded(record.pid, record.start_time):
                     report.processes.append(f"{record.name} (pid {record.pid})")
+            elif record.kind == "nft_table":
+                family, _, name = record.name.partition(" ")
+                subprocess.run(["nft", "delete", "table", family, name], capture_output=True)
             elif record.kind == "named_netns":
                 if subprocess.run(["ip", "netns", "del", record.name], capture_output=True).returncode == 0:
                     report.namespaces.append(record.name)

@@ -64,6 +64,8 @@ class QiotNetwork:
     net: object
     stations: dict = field(default_factory=dict)   # name -> harness.stations.Station
     access_switch: str = ""
+    run_id: str = ""
+    timings: dict = field(default_factory=dict)    # how long each phase of attaching the stations took
 
     def host(self, name: str):
         """A Mininet host (dc, alice, gw) or a station (device, rogue): both have ``cmd``/``popen``."""
@@ -84,7 +86,7 @@ class QiotNetwork:
     def stop(self) -> None:
         from harness import stations
 
-        stations.detach(list(self.stations.values()), self.access_switch)
+        stations.detach(list(self.stations.values()), self.access_switch, self.run_id)
         self.stations = {}
         self.net.stop()
 
@@ -151,13 +153,14 @@ def build(topo, caps: Capabilities, controller_port: int, state: RunState, cell=
         gw = net.get("gw")
         gw.cmd("sysctl -qw net.ipv4.ip_forward=1")
         result = QiotNetwork(net)
+        # Connected first: the stations' announcements (gratuitous ARPs) must reach the controller.
+        _wait_connected(net, connect_timeout_s)
         if cell is not None:
             planned, access_switch, gateway_ip, shape = cell
-            result.access_switch = access_switch
+            result.access_switch, result.run_id = access_switch, state.run_id
             result.stations = {s.name: s for s in planned}
-            cells.attach(planned, access_switch, gateway_ip, shape, netem=caps.shaping == "netem",
-                         fallback_loss=caps.shaping == "nfqueue", state=state)
-        _wait_connected(net, connect_timeout_s)
+            result.timings = cells.attach(planned, access_switch, gateway_ip, shape, netem=caps.shaping == "netem",
+                                          state=state)
     except BaseException:
         if "result" in locals():
             result.stop()

@@ -9,9 +9,10 @@ module adds, at the gateway, which every wireless packet crosses:
   :mod:`harness.shaper`, which holds each one for its delay and releases them in FIFO order.
   Uplink (device -> anything) is queued as it *arrives* at the gateway's wireless interface
   (PREROUTING), downlink (anything -> device) as it *leaves* it (POSTROUTING, after routing);
-- loss: iptables ``statistic`` DROP on the receiving side of each direction: uplink at the gateway's
-  PREROUTING, downlink in each device's own PREROUTING (a DROP on the sender's side would surface as
-  EPERM in the sender's socket calls instead of as loss; platform-notes).
+- loss: on the receiving side of each direction: uplink by an iptables ``statistic`` DROP at the
+  gateway's PREROUTING, downlink by one nftables rule on the cells' bridges, as the frames are forwarded
+  to a station (:mod:`harness.stations`); a DROP in the sender's own OUTPUT would surface as EPERM in
+  its socket calls instead of as loss (platform-notes).
 
 Each direction thus gets the scenario's one-way delay and loss once, as with netem.
 """
@@ -34,8 +35,9 @@ def describe(mechanism: str, fibre_delay_ms: float) -> dict:
     return {"mechanism": "nfqueue",
             "wireless_delay": f"NFQUEUE {UPLINK_QUEUE} (uplink, gw PREROUTING) and {DOWNLINK_QUEUE} "
                               "(downlink, gw POSTROUTING) held by harness.shaper, FIFO release",
-            "wireless_loss": "iptables statistic DROP: uplink at gw PREROUTING, downlink at each device's PREROUTING",
-            "wireless_rate": "htb on both ends of each device link (Mininet TCLink bw)",
+            "wireless_loss": "uplink: iptables statistic DROP at gw PREROUTING; downlink: nftables numgen DROP "
+                             "on the cells' bridges, frames forwarded to a station",
+            "wireless_rate": "htb on both ends of each station's link",
             "fibre_delay_ms": fibre_delay_ms,
             # Tens of microseconds: below what a userspace queue can hold a packet for accurately.
             "fibre_delay_emulated": False}

@@ -67,7 +67,7 @@ def process_start_time(pid: int) -> int | None:
 
 @dataclass
 class Record:
-    """One thing a run made: ``kind`` is owner, process, netns, named_netns, interface or bridge."""
+    """One thing a run made: ``kind`` is owner, process, netns, named_netns, nft_table, interface or bridge."""
 
     kind: str
     name: str
@@ -105,6 +105,10 @@ class RunState:
     def record_named_netns(self, name: str) -> None:
         """A named namespace (``ip netns``, a station's): removed by name, it has no process."""
         self._append(Record("named_netns", name))
+
+    def record_nft_table(self, family: str, name: str) -> None:
+        """An nftables table in the root namespace (``family name``)."""
+        self._append(Record("nft_table", f"{family} {name}"))
 
     def record_interface(self, name: str) -> None:
         self._append(Record("interface", name))

@@ -1,14 +1,25 @@
-"""The stations of the wireless cell (FiPy devices, test rogues) as bare network namespaces.
+"""The stations of the wireless side (FiPy devices, test rogues): bare network namespaces, in cells.
 
 Why not Mininet hosts: a Mininet host is a shell process configured over a dozen shell round trips,
 so a thousand devices cost minutes of bring-up and a thousand idle shells. A station is a named
-network namespace (``ip netns``) with one veth pair to the access switch, made in batches: one
-``ip -batch`` for every namespace and veth, one ``ovs-vsctl`` transaction for every switch port, one
-``tc -batch`` for the switch side, and one exec per station (run a few at a time) for what must
-happen inside it (addresses, route, checksum offload off, rate, loss). Each station keeps its own
-MAC and IP, as the provisioning controller sees them, its own sockets (the fleet enters its namespace
-by path), and its own shaped link. ``Station.cmd``/``popen`` serve tests and fault injection as a
-Mininet host's would.
+network namespace (``ip netns``) with one veth pair to its cell, made in batches (one ``ip -batch`` for
+every namespace and link, one ``tc -batch`` and one ``nft`` file for the root side, an ``ovs-vsctl``
+transaction per few hundred switch ports) and configured with two processes of its own (``ip -n``,
+``tc -n``), a few at a time. Each station keeps its own MAC and IP, as the provisioning controller
+sees them, its own sockets (the fleet enters its namespace by path), and its own shaped link.
+``Station.cmd``/``popen`` serve tests and fault injection as a Mininet host's would.
+
+Cells: Open vSwitch's userspace datapath costs every packet time per port of the switch (1,000 ports
+added 11 ms to a round trip here; ``experiments/emulator.toml``). So the stations are grouped into at
+most ``max_ports`` cells, as the stations of access points: each cell is a Linux bridge with one port
+on the access switch, its station ports isolated from each other (no station-to-station traffic, as
+an access point's client isolation). Up to ``max_ports`` stations each have a cell of their own, so
+the controller sees every station on its own port; beyond, it sees a station's MAC on its cell's
+port: a MAC used on another cell's port is still caught, one inside the same cell is not.
+
+Shaping of a station's link: the rate (HTB) on both ends; with netem, delay, jitter and loss on both
+ends too; without netem, the downlink loss by one nftables rule on the cells' bridges (frames the
+bridges forward to station ports; :mod:`harness.shaping` does delay and uplink loss at the gateway).
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import shlex
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,8 +35,10 @@ from harness.links import WirelessShape
 from harness.state import RunState, interface_alias
 
 NETNS_PREFIX = "qiot-"
-#: Stations configured at once (each exec mostly waits on forks; 2 cores).
+#: Stations configured at once (each mostly waits on two short processes; 2 cores).
 PARALLEL_EXECS = 8
+#: Switch ports added per ovs-vsctl transaction (measured: 5,000 in one took ovs-vsctl 17 s of CPU).
+PORTS_PER_TRANSACTION = 250
 
 
 class StationError(RuntimeError):
@@ -47,19 +61,25 @@ class Intf:
 
 @dataclass(frozen=True)
 class Station:
-    """One station: its namespace, address and the two ends of its link."""
+    """One station: its namespace, address, the root-side end of its link, and its cell."""
 
     name: str
     netns: str
     ip: str
     prefix: int
     mac: str
-    port: str      # the switch-side end of the veth, in the root namespace
-    ofport: int
+    cell: int        # index of its cell (a bridge qc<cell>)
+    slot: int        # its place in the cell
+    ofport: int      # its cell's port on the access switch
 
     @property
     def intf(self) -> str:
         return f"{self.name}-eth0"
+
+    @property
+    def port(self) -> str:
+        """The root-side end of the station's veth (a port of its cell's bridge)."""
+        return f"qs{self.cell}p{self.slot}"
 
     @property
     def namespace_path(self) -> str:
@@ -79,15 +99,46 @@ class Station:
 
 
 def run_tag(run_id: str) -> str:
-    """Eight characters naming the run in its stations' namespace names (``qiot-<tag>-d1``)."""
+    """Eight characters naming the run in what it makes on the root side (``qiot-<tag>-d1``)."""
     return hashlib.sha1(run_id.encode()).hexdigest()[:8]
 
 
-def plan(run_id: str, access_switch: str, first_ofport: int, hosts: list[tuple[str, str, str, int]]) -> list[Station]:
-    """The stations of ``hosts`` ((name, ip, mac, prefix) in port order) on ``access_switch``."""
+def max_access_ports() -> int:
+    """How many ports the access switch gives the stations (``experiments/emulator.toml``)."""
+    from harness.scenario import EXPERIMENTS_DIR
+    from harness.settings import read_toml
+
+    return int(read_toml(EXPERIMENTS_DIR / "emulator.toml")["access_switch"]["max_ports"])
+
+
+def plan(run_id: str, first_ofport: int, hosts: list[tuple[str, str, str, int]],
+         max_ports: int | None = None) -> list[Station]:
+    """The stations of ``hosts`` ((name, ip, mac, prefix) in port order) in cells of equal size, at most
+    ``max_ports`` cells, each on its own access-switch port from ``first_ofport`` on."""
     tag = run_tag(run_id)
-    return [Station(name, f"{NETNS_PREFIX}{tag}-{name}", ip, prefix, mac, f"{access_switch}-eth{port}", port)
-            for port, (name, ip, mac, prefix) in enumerate(hosts, start=first_ofport)]
+    size = max(1, -(-len(hosts) // (max_ports or max_access_ports())))
+    return [Station(name, f"{NETNS_PREFIX}{tag}-{name}", ip, prefix, mac, i // size, i % size,
+                    first_ofport + i // size)
+            for i, (name, ip, mac, prefix) in enumerate(hosts)]
+
+
+def cells(stations: list[Station]) -> dict[int, int]:
+    """The cells of ``stations``: index -> its access-switch port."""
+    return {s.cell: s.ofport for s in stations}
+
+
+def bridge(cell: int) -> str:
+    return f"qc{cell}"
+
+
+def uplink(cell: int) -> str:
+    """The cell bridge's end of its veth to the access switch."""
+    return f"qu{cell}"
+
+
+def loss_table(run_id: str) -> str:
+    """The nftables table (bridge family) of a run's downlink loss."""
+    return f"qiot-{run_tag(run_id)}"
 
 
 def _batch(tool: list[str], lines: list[str], what: str) -> None:
@@ -95,38 +146,101 @@ def _batch(tool: list[str], lines: list[str], what: str) -> None:
         return
     done = subprocess.run(tool + ["-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True)
     if done.returncode != 0:
-        raise StationError(f"{what}: {' '.join(tool)} -batch failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise StationError(f"{what}: {' '.join(tool)} -batch failed: {done.stderr.strip()[-300:]}")
 
 
 def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: WirelessShape, netem: bool,
-           fallback_loss: bool, state: RunState) -> None:
-    """Make every station and plug it into ``access_switch``; raise :class:`StationError` on any failure.
+           state: RunState) -> dict[str, float]:
+    """Make every station and cell and plug the cells into ``access_switch``; how long each phase took.
 
-    ``netem``: the kernel has netem, so delay, jitter and loss go on both ends of each link (as Mininet's
-    ``TCLink`` would); otherwise only the rate, plus (``fallback_loss``) the downlink loss rule in each
-    station (:mod:`harness.shaping` does the rest at the gateway).
+    ``netem``: the kernel has netem (delay, jitter and loss on both ends of each link, as Mininet's
+    ``TCLink`` would); otherwise only the rate here, and the downlink loss by nftables.
     """
+    timings, started = {}, time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal started
+        timings[name] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
+
     alias = interface_alias(state.run_id)
+    ports = {cell: f"{access_switch}-eth{ofport}" for cell, ofport in cells(stations).items()}
+    for cell in ports:
+        state.record_interface(bridge(cell))
+        state.record_interface(uplink(cell))
     for station in stations:
         state.record_named_netns(station.netns)
-        state.record_interface(station.port)
-    root = []
+    made, up = [], []
+    for cell, port in ports.items():
+        made += [f"link add {bridge(cell)} type bridge", f"link set dev {bridge(cell)} alias {alias}",
+                 f"link add {uplink(cell)} type veth peer name {port}", f"link set dev {uplink(cell)} alias {alias}",
+                 f"link set dev {port} alias {alias}", f"link set dev {uplink(cell)} master {bridge(cell)}"]
+        up += [f"link set dev {uplink(cell)} up", f"link set dev {port} up", f"link set dev {bridge(cell)} up"]
     for s in stations:
-        root += [f"netns add {s.netns}", f"link add {s.port} type veth peer name {s.intf} netns {s.netns}",
-                 f"link set dev {s.port} alias {alias}", f"link set dev {s.port} up"]
-    _batch(["ip"], root, "stations")
-    ports = []
-    for s in stations:
-        ports += ["--", "add-port", access_switch, s.port, "--", "set", "interface", s.port, f"ofport_request={s.ofport}"]
-    done = subprocess.run(["ovs-vsctl", "--timeout=60", *ports[1:]], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise StationError(f"stations: adding {len(stations)} ports to {access_switch} failed: {done.stderr.strip()}")
+        made += [f"netns add {s.netns}", f"link add {s.port} type veth peer name {s.intf} netns {s.netns}",
+                 f"link set dev {s.port} alias {alias}", f"link set dev {s.port} master {bridge(s.cell)}",
+                 # client isolation: a cell's stations reach only its uplink
+                 f"link set dev {s.port} type bridge_slave isolated on"]
+        up.append(f"link set dev {s.port} up")
+    _batch(["ip"], made, "stations")
+    # The wiring of the cells is not a host: no IPv6 of its own (router solicitations, MLD) reaching
+    # the access switch, where the controller would take each such frame for a rogue station.
+    _sysctls({f"net/ipv6/conf/{name}/disable_ipv6": "1" for name in
+              [s.port for s in stations] + [n for c, p in ports.items() for n in (bridge(c), uplink(c), p)]})
+    # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go unanswered
+    # until tx offload is off (platform-notes). The uplink is where a cell's frames leave the kernel.
+    for cell in ports:
+        subprocess.run(["ethtool", "-K", uplink(cell), "tx", "off"], capture_output=True)
+    state.record_nft_table("bridge", loss_table(state.run_id))
+    _bridge_rules(loss_table(state.run_id), shape.loss_pct if not netem else 0.0)  # before the bridges are up
+    _batch(["ip"], up, "cells")
+    phase("links_s")
+    items = sorted(ports.items())
+    for start in range(0, len(items), PORTS_PER_TRANSACTION):
+        args = []
+        for cell, port in items[start:start + PORTS_PER_TRANSACTION]:
+            args += ["--", "add-port", access_switch, port, "--", "set", "interface", port,
+                     f"ofport_request={cells(stations)[cell]}"]
+        done = subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise StationError(f"cells: adding ports to {access_switch} failed: {done.stderr.strip()[-300:]}")
+    phase("switch_ports_s")
     qdisc = _qdisc_lines(shape, netem)
-    _batch(["tc"], [line.format(dev=s.port) for s in stations for line in qdisc], "switch-side shaping")
+    _batch(["tc"], [line.format(dev=s.port) for s in stations for line in qdisc], "downlink shaping")
+    phase("root_side_shaping_s")
     with ThreadPoolExecutor(PARALLEL_EXECS) as pool:
-        failures = [f for f in pool.map(lambda s: _configure(s, gateway_ip, qdisc, shape, fallback_loss), stations) if f]
+        failures = [f for f in pool.map(lambda s: _configure(s, gateway_ip, qdisc), stations) if f]
     if failures:
         raise StationError(f"{len(failures)} station(s) could not be configured; first: {failures[0]}")
+    phase("configure_s")
+    return timings
+
+
+def _sysctls(values: dict[str, str]) -> None:
+    """Write ``/proc/sys`` entries of the calling thread's namespace (missing ones are skipped)."""
+    for key, value in values.items():
+        try:
+            with open(f"/proc/sys/{key}", "w") as entry:
+                entry.write(value)
+        except OSError:
+            pass  # e.g. a kernel without IPv6: nothing to turn off
+
+
+def _bridge_rules(table: str, loss_pct: float) -> None:
+    """The cells' nftables rules: the bridges, which are wiring and not hosts, send nothing of their own
+    (their IGMP reports would reach the controller as rogue stations); and, for ``loss_pct`` > 0, one
+    rule for every cell: frames the bridges forward to a station port are lost with that chance."""
+    output = ('  chain output {\n    type filter hook output priority 0; policy accept;\n'
+              '    oifname "qu*" drop\n    oifname "qs*" drop\n  }\n')
+    forward = ""
+    if loss_pct > 0:
+        threshold = int(round(loss_pct / 100.0 * 1_000_000))
+        forward = ("  chain forward {\n    type filter hook forward priority 0; policy accept;\n"
+                   f'    oifname "qs*" numgen random mod 1000000 < {threshold} drop\n  }}\n')
+    rules = f"table bridge {table} {{\n{output}{forward}}}\n"
+    done = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise StationError(f"cell rules: nft failed: {done.stderr.strip()[-300:]} (install nftables: install.sh)")
 
 
 def _qdisc_lines(shape: WirelessShape, netem: bool) -> list[str]:
@@ -140,32 +254,40 @@ def _qdisc_lines(shape: WirelessShape, netem: bool) -> list[str]:
     return lines
 
 
-def _configure(s: Station, gateway_ip: str, qdisc: list[str], shape: WirelessShape, fallback_loss: bool) -> str:
-    """Inside one station: address, route, checksum offload off, the station side of the shaping."""
-    ip_lines = ["link set lo up", f"link set {s.intf} address {s.mac}", f"addr add {s.ip}/{s.prefix} dev {s.intf}",
-                f"link set {s.intf} up", f"route add default via {gateway_ip}"]
-    tc_lines = [line.format(dev=s.intf) for line in qdisc]
-    # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go unanswered
-    # until tx offload is off (platform-notes). Harmless with the kernel datapath.
-    script = [f"printf '%s\\n' {' '.join(shlex.quote(x) for x in ip_lines)} | ip -batch - || exit 1",
-              f"ethtool -K {s.intf} tx off >/dev/null 2>&1",
-              f"printf '%s\\n' {' '.join(shlex.quote(x) for x in tc_lines)} | tc -batch - || exit 1"]
-    if fallback_loss and shape.loss_pct > 0:
-        script.append(f"iptables -w -t mangle -A PREROUTING -i {s.intf} -m statistic --mode random "
-                      f"--probability {shape.loss_pct / 100.0:.6f} -j DROP || exit 1")
-    done = subprocess.run(["ip", "netns", "exec", s.netns, "sh", "-c", "\n".join(script)], capture_output=True,
-                          text=True)
-    return "" if done.returncode == 0 else f"{s.name}: {(done.stderr or done.stdout).strip()[-300:]}"
+def _configure(s: Station, gateway_ip: str, qdisc: list[str]) -> str:
+    """Inside one station: IPv4 only, an announcement when its link comes up, address, route, the
+    station side of the shaping. An error text, or "" if all went well."""
+    from harness.netns import enter_namespace
+
+    enter_namespace(s.namespace_path)  # this worker thread only; it ends with the pool
+    # arp_notify: the kernel sends a gratuitous ARP when the link comes up, so the controller learns
+    # the station at once (as an access point learns a station that associates) instead of flooding
+    # a probe for it to every port. IPv4 only: no IPv6 chatter reaches the access switch.
+    _sysctls({f"net/ipv4/conf/{s.intf}/arp_notify": "1", "net/ipv6/conf/all/disable_ipv6": "1",
+              f"net/ipv6/conf/{s.intf}/disable_ipv6": "1"})
+    steps = [(["ip", "-n", s.netns, "-batch", "-"],
+              ["link set lo up", f"link set {s.intf} address {s.mac}", f"addr add {s.ip}/{s.prefix} dev {s.intf}",
+               f"link set {s.intf} up", f"route add default via {gateway_ip}"]),
+             (["tc", "-n", s.netns, "-batch", "-"], [line.format(dev=s.intf) for line in qdisc])]
+    for argv, lines in steps:
+        done = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
+        if done.returncode != 0:
+            return f"{s.name}: {argv[0]}: {(done.stderr or done.stdout).strip()[-300:]}"
+    return ""
 
 
-def detach(stations: list[Station], access_switch: str) -> None:
-    """Remove the stations: their switch ports (one transaction) and namespaces (one batch)."""
+def detach(stations: list[Station], access_switch: str, run_id: str) -> None:
+    """Remove the stations and their cells: switch ports, namespaces (their veths go with them),
+    bridges and uplinks, the loss rule."""
     if not stations:
         return
-    ports = []
-    for s in stations:
-        ports += ["--", "--if-exists", "del-port", access_switch, s.port]
-    subprocess.run(["ovs-vsctl", "--timeout=60", *ports[1:]], capture_output=True)
-    # Deleting the namespace destroys the veth pair with it.
-    subprocess.run(["ip", "-force", "-batch", "-"], input="".join(f"netns del {s.netns}\n" for s in stations),
-                   capture_output=True, text=True)
+    names = [f"{access_switch}-eth{p}" for p in cells(stations).values()]
+    for start in range(0, len(names), PORTS_PER_TRANSACTION):
+        args = []
+        for name in names[start:start + PORTS_PER_TRANSACTION]:
+            args += ["--", "--if-exists", "del-port", access_switch, name]
+        subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True)
+    lines = [f"netns del {s.netns}" for s in stations]
+    lines += [line for cell in cells(stations) for line in (f"link del dev {uplink(cell)}", f"link del dev {bridge(cell)}")]
+    subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True)
+    subprocess.run(["nft", "delete", "table", "bridge", loss_table(run_id)], capture_output=True)

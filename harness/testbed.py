@@ -156,15 +156,17 @@ class Testbed:
 
             site = self.config.site
             topo = mininet_topo(site, self.config.fibre, netem=self.caps.shaping == "netem")
-            planned = stations.plan(self.state.run_id, site.access_switch, FIRST_STATION_PORT, cell_stations(site))
+            planned = stations.plan(self.state.run_id, FIRST_STATION_PORT, cell_stations(site))
             self.net = network.build(topo, self.caps, self.config.controller.openflow, self.state,
                                      cell=(planned, site.access_switch, site.gw_wireless_ip, self.config.wireless))
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
+            self.facts["stations_s"] = self.net.timings
             self.stop.check()
             self.config.write_hosts(self.net.namespaces())
             if self.caps.shaping == "nfqueue":
                 shaping.install_fallback_rules(self.net.host("gw"), site.gw_wireless_intf, self.config.wireless)
             self.daemons.start(*[name for name in ("shaper", "broker") if name in self.daemons])
+            self.facts["devices_provisioned_s"] = self.wait_for_provisioning()
             if Mode.QKD in self.config.modes:
                 self.start_key_services()
         except BaseException:
@@ -174,7 +176,10 @@ class Testbed:
 
     def start_key_services(self) -> None:
         """The QKD link, both KMEs and the gateway relay; then the controller's key request."""
-        self.key_clock = EmulatedClock(time.time(), self.config.run.time_scale)
+        # A warmed-up link: its clock started warmup_s emulated seconds ago, so the QKD ends distil those
+        # blocks first, as fast as post-processing allows.
+        scale = self.config.run.time_scale
+        self.key_clock = EmulatedClock(time.time() - self.config.qkd.warmup_s / scale, scale)
         self.facts["qkd_clock_epoch"] = self.key_clock.epoch_wall
         self.daemons.start("relay")
         # The provisioning app requests the device keys through the gateway once it has discovered
@@ -191,6 +196,18 @@ class Testbed:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never a proxy
         with opener.open(request, timeout=timeout_s) as response:
             return json.loads(response.read())
+
+    def wait_for_provisioning(self, timeout_s: float = 300.0) -> float | None:
+        """Wait until the controller has discovered and provisioned every device (so the first wakes do
+        not meet a switch still taking their flows); the wall seconds it took, None if it did not."""
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            discovery = self.controller_rest("/qiot/devices").get("discovery", {})
+            if discovery.get("completed_at") or discovery.get("timed_out_at"):
+                return round(time.monotonic() - started, 3)
+            if self.stop.wait(0.25):
+                self.stop.check()
+        return None
 
     def wait_for_device_keys(self, timeout_s: float) -> bool:
         """Wait until the controller's key request has given every device a key id."""

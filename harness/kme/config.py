@@ -19,6 +19,9 @@ class KmeSettings:
             "(AES-GCM under the device's pre-shared key over plain HTTP)")
     max_key_per_request: int = setting(1000, doc="keys the gateway asks for in one enc_keys call (ETSI 014 "
                                                  "max_key_per_request of qiot's KMEs)", minimum=1)
+    steady_state_start: bool = setting(False, doc="start from steady state: the devices' provisioned keys count as "
+                                                  "a refresh period old, so every device renews at its first fetch "
+                                                  "(the capacity experiment; with [qkd] warmup_s for a full buffer)")
 
 
 # Identities of the key path's entities (certificate common names, ETSI 014 KME and SAE ids).

@@ -1,5 +1,5 @@
-"""Key lifecycle: the gateway provisions one QKD key per device and refreshes them periodically;
-the IoT platform resolves the key id carried in a device's message through dec_keys.
+"""Key lifecycle: the gateway provisions one QKD key per device and renews each one when it is a
+refresh period old; the IoT platform resolves the key id carried in a device's message through dec_keys.
 
 Roles (ETSI 014): the gateway is the master SAE at Alice's KME (it calls enc_keys, naming the
 platform as slave); the platform is the slave SAE at Bob's KME (it calls dec_keys with the key_ID
@@ -38,10 +38,21 @@ class DeviceKey:
 
 
 class GatewayKeyLifecycle:
-    """Keeps one current key per device, obtained from the gateway's KME with enc_keys."""
+    """Keeps one current key per device, obtained from the gateway's KME with enc_keys.
+
+    Provisioning (the SDN app's request once it has discovered the devices) obtains a key for every
+    device, in chunks; when the KME has fewer keys than asked it takes what there is and keeps it, so
+    a later call goes on where this one stopped (a thousand devices need more keys than a full key
+    buffer holds). After that each device's key is renewed when the device asks for it and its key is
+    a refresh period old (:meth:`key_for`): a device the link cannot serve then is refused, counted,
+    and keeps its previous key. ``backdate_s``: provisioned keys count as issued that long before, so a
+    run can start from steady state (every key due at the devices' first fetch). ``record`` sees every
+    fetch: (emulated time, device, outcome, key id).
+    """
 
     def __init__(self, kme: EtsiClient, slave_sae_id: str, devices: Sequence[str],
-                 refresh_period_s: float, max_key_per_request: int = 1000, key_size: int | None = None):
+                 refresh_period_s: float, max_key_per_request: int = 1000, key_size: int | None = None,
+                 backdate_s: float = 0.0, record: Callable[[float, str, str, str], None] | None = None):
         if not devices:
             raise ValueError("devices: at least one device is needed")
         if len(set(devices)) != len(devices):
@@ -54,53 +65,76 @@ class GatewayKeyLifecycle:
         self.refresh_period_s = refresh_period_s
         self.max_key_per_request = max_key_per_request
         self.key_size = key_size
-        self.generation = 0
-        self.next_refresh_t_emul: float | None = None
+        self.backdate_s = backdate_s
+        self.record = record
+        self.generation = 0  # completed provisionings of every device (the first one makes it 1)
+        self.counts = {"renewed": 0, "refused": 0, "current": 0}
         self._keys: dict[str, DeviceKey] = {}
         self._lock = threading.Lock()
+        self._kme_lock = threading.Lock()  # one KME connection: its requests one at a time
+
+    def _take(self, number: int) -> list[tuple[str, bytes]]:
+        """Up to ``number`` keys: all of them, or (503) as many as the KME still has, maybe none."""
+        with self._kme_lock:
+            try:
+                return self.kme.enc_keys(self.slave_sae_id, number=number, size=self.key_size)
+            except etsi.EtsiError as exc:
+                if exc.status != 503 or number == 1:
+                    raise
+                stored = int(self.kme.status(self.slave_sae_id).get("stored_key_count", 0))
+                if stored <= 0:
+                    raise
+                return self.kme.enc_keys(self.slave_sae_id, number=min(number - 1, stored), size=self.key_size)
 
     def provision(self, now_emul: float) -> None:
-        """Request ``len(devices)`` keys (in chunks of at most ``max_key_per_request``), assign them."""
-        keys: list[tuple[str, bytes]] = []
-        while len(keys) < len(self.devices):
-            number = min(self.max_key_per_request, len(self.devices) - len(keys))
-            keys += self.kme.enc_keys(self.slave_sae_id, number=number, size=self.key_size)
-        until = now_emul + self.refresh_period_s
-        generation = self.generation + 1
-        fresh = {dev: DeviceKey(dev, kid, key, generation, now_emul, until)
-                 for dev, (kid, key) in zip(self.devices, keys)}
-        with self._lock:
-            self._keys = fresh
-            self.generation = generation
-            self.next_refresh_t_emul = until
-        log.info("provisioned %d device keys, generation %d", len(fresh), generation)
-
-    def refresh_if_due(self, now_emul: float) -> bool:
-        """Provision anew if never done or the refresh time has come; return True if it did."""
-        if self.next_refresh_t_emul is not None and now_emul < self.next_refresh_t_emul:
-            return False
-        self.provision(now_emul)
-        return True
+        """A key for every device that has none (chunks of ``max_key_per_request``); raises
+        :class:`EtsiError` (503) if the KME ran out first, keeping what it got for the next call."""
+        issued = now_emul - self.backdate_s
+        while True:
+            with self._lock:
+                pending = [d for d in self.devices if d not in self._keys]
+            if not pending:
+                break
+            keys = self._take(min(self.max_key_per_request, len(pending)))
+            with self._lock:
+                for device, (kid, key) in zip(pending, keys):
+                    self._keys[device] = DeviceKey(device, kid, key, 1, issued, issued + self.refresh_period_s)
+            if len(keys) < min(self.max_key_per_request, len(pending)):
+                raise etsi.unavailable(f"key buffer ran out with {len(pending) - len(keys)} device(s) without a key")
+        if self.generation == 0:
+            self.generation = 1
+            log.info("provisioned %d device keys", len(self.devices))
 
     def current(self, device_id: str) -> DeviceKey | None:
         """The device's current key, or None if it is unknown or nothing is provisioned yet."""
         with self._lock:
             return self._keys.get(device_id)
 
-    def run(self, now: Callable[[], float], sleep_until: Callable[[float, threading.Event], bool],
-            stop: threading.Event, retry_wall_s: float = 1.0) -> None:
-        """Refresh forever on the emulated clock (``clock.now``, ``clock.sleep_until``) until ``stop``."""
-        while not stop.is_set():
+    def key_for(self, device_id: str, now_emul: float) -> tuple[DeviceKey | None, str]:
+        """The key to hand ``device_id`` now, and what happened: ``current`` (still within its refresh
+        period), ``renewed`` (a new key from the KME), ``refused`` (due, but the KME had none: the
+        device keeps its previous key, None if it had none)."""
+        current = self.current(device_id)
+        if current is not None and now_emul < current.valid_until_t_emul:
+            outcome, key = "current", current
+        else:
             try:
-                self.refresh_if_due(now())
+                ((kid, secret),) = self._take(1)
             except (etsi.EtsiError, OSError) as exc:
-                # Keep the old keys; the buffer may be refilling (503) or the KME restarting.
-                log.warning("key refresh failed (%s); retrying", exc)
-                if stop.wait(retry_wall_s):
-                    return
-                continue
-            if not sleep_until(self.next_refresh_t_emul, stop):
-                return
+                if isinstance(exc, etsi.EtsiError) and exc.status != 503:
+                    raise
+                outcome, key = "refused", current
+            else:
+                generation = current.generation + 1 if current else 1
+                key = DeviceKey(device_id, kid, secret, generation, now_emul, now_emul + self.refresh_period_s)
+                with self._lock:
+                    self._keys[device_id] = key
+                outcome = "renewed"
+        with self._lock:
+            self.counts[outcome] += 1
+        if self.record is not None:
+            self.record(now_emul, device_id, outcome, key.key_id if key else "")
+        return key, outcome
 
 
 class PlatformKeyResolver:

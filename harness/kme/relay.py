@@ -28,7 +28,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from harness.clock import EmulatedClock
 from harness.enums import KeyTransport, values
@@ -42,6 +42,8 @@ from .tlshttp import JsonHandler, MtlsHttpServer, server_context
 from .wrap import CHALLENGE_BYTES, wrap_key
 
 TRANSPORTS = values(KeyTransport)
+#: The relay's record of device fetches, in the QKD mode's folder.
+FETCH_LOG = "relay.csv"
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +83,16 @@ class RelayHandler(JsonHandler):
                 raise etsi.unauthorized()
         if srv.transport == "psk_wrap" and device not in srv.psks:
             raise etsi.EtsiError(404, "unknown device")
-        current = srv.lifecycle.current(device)
-        if current is None:
-            if device in srv.lifecycle.devices:
-                raise etsi.unavailable("no key provisioned yet")
+        if device not in srv.lifecycle.devices:
             raise etsi.EtsiError(404, "unknown device")
+        if srv.now is None:
+            current = srv.lifecycle.current(device)
+        else:  # a key a refresh period old is renewed now; one the link cannot renew is refused
+            current, outcome = srv.lifecycle.key_for(device, srv.now())
+            if outcome == "refused":
+                raise etsi.unavailable("no new key available: keep the previous one")
+        if current is None:
+            raise etsi.unavailable("no key provisioned yet")
         answer: dict[str, Any] = {"device": device, "key_ID": current.key_id,
                                   "valid_until_t_emul": current.valid_until_t_emul}
         if srv.transport == "psk_wrap":
@@ -102,11 +109,13 @@ class RelayServer(MtlsHttpServer):
 
     def __init__(self, address: tuple[str, int], transport: str, lifecycle: GatewayKeyLifecycle,
                  pki_dir: Path, relay_id: str = RELAY_ID, psks: Mapping[str, bytes] | None = None,
-                 host_ips: tuple[str, ...] = ()):
+                 host_ips: tuple[str, ...] = (), now: Callable[[], float] | None = None):
+        """``now``: the emulated clock; with it a device's key is renewed when it is a refresh period
+        old (:meth:`GatewayKeyLifecycle.key_for`), without it the current key is served as it is."""
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, got {transport!r}")
         self.transport = transport
-        self.lifecycle = lifecycle
+        self.lifecycle, self.now = lifecycle, now
         self.psks = dict(psks or {})
         tls = None
         if transport != "psk_wrap":
@@ -151,7 +160,8 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         # In a run the SDN provisioning app asks for the device keys once it has discovered the devices;
         # a relay restarted during the run asks its KME itself, as a rebooted gateway would.
         admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
-        log_level=args.log_level)
+        log_level=args.log_level, fetch_log=config.mode_dir("qkd") / FETCH_LOG,
+        backdate_s=config.qkd.refresh_period_s if config.kme.steady_state_start else 0.0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="loopback ADDR:PORT of the provisioning endpoint the SDN controller calls")
     ap.add_argument("--await-provisioning", action="store_true",
                     help="obtain keys only when the controller asks (--admin-listen), not at start-up")
+    ap.add_argument("--fetch-log", type=Path, default=None, help="CSV of every device fetch (a run's qkd/relay.csv)")
+    ap.add_argument("--backdate-s", type=float, default=0.0,
+                    help="provisioned keys count as issued this long before (steady state: a refresh period)")
     ap.add_argument("--restarted", action="store_true",
                     help="in a run: this start is a restart (obtain the device keys now, do not wait)")
     ap.add_argument("--log-level", default="WARNING")
@@ -203,53 +216,69 @@ def main(argv: list[str] | None = None) -> int:
         gateway = pki.entity_paths(args.pki, args.sae_id, "SAE")
         clock = EmulatedClock(args.clock_epoch if args.clock_epoch is not None else time.time(), args.time_scale)
         kme = EtsiClient(args.kme, args.kme_id, gateway.ca, gateway.cert, gateway.key)
+        fetches = FetchLog(args.fetch_log) if args.fetch_log else None
         lifecycle = GatewayKeyLifecycle(kme, args.slave_sae_id, devices, args.refresh_period_s,
-                                        args.max_key_per_request)
+                                        args.max_key_per_request, backdate_s=args.backdate_s, record=fetches)
         psks = ({d: pki.load_psk(args.pki, d) for d in devices}
                 if args.transport == KeyTransport.PSK_WRAP else None)
-        server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks)
+        server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks, now=clock.now)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def start_refresh() -> None:
-        threading.Thread(target=lifecycle.run, args=(clock.now, clock.sleep_until, stop),
-                         name="key-refresh", daemon=True).start()
-
     if args.admin_listen:
         try:
             from .relay_admin import ProvisioningServer
 
-            admin = ProvisioningServer(parse_address(args.admin_listen, "--admin-listen"), lifecycle, clock.now,
-                                       start_refresh if args.await_provisioning else (lambda: None))
+            admin = ProvisioningServer(parse_address(args.admin_listen, "--admin-listen"), lifecycle, clock.now)
         except (ValueError, OSError) as exc:
             print(f"error: --admin-listen: {exc}", file=sys.stderr)
             return 2
         admin.start_in_thread()
-    if args.await_provisioning:
-        try:
-            return serve_until_signal(server)
-        finally:
-            stop.set()
-    deadline = time.monotonic() + args.provision_timeout_s
-    while True:
-        try:
-            lifecycle.provision(clock.now())
-            break
-        except (etsi.EtsiError, OSError) as exc:
-            if time.monotonic() > deadline:
-                # Serve anyway: devices get 503 until the key-refresh thread provisions (the link may
-                # be slow to fill, or yield nothing at all under an eavesdropper; the run records it).
-                print(f"relay: no device keys from {args.kme} after {args.provision_timeout_s:g} s ({exc}); "
-                      "serving 503 until provisioning succeeds", flush=True)
+    if not args.await_provisioning:
+        deadline = time.monotonic() + args.provision_timeout_s
+        while True:
+            try:
+                lifecycle.provision(clock.now())
                 break
-            time.sleep(0.5)
-    start_refresh()
+            except (etsi.EtsiError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    # Serve anyway: a device without a key gets one when it asks and the link has one
+                    # (none at all under an eavesdropper: the run records the refusals).
+                    print(f"relay: not every device has a key from {args.kme} after {args.provision_timeout_s:g} s "
+                          f"({exc}); the others get theirs when they ask", flush=True)
+                    break
+                time.sleep(0.5)
     try:
         return serve_until_signal(server)
     finally:
-        stop.set()
+        if fetches is not None:
+            fetches.close()
+
+
+class FetchLog:
+    """``qkd/relay.csv``: every device fetch and what the relay did (current, renewed, refused), flushed."""
+
+    FIELDS = ("t_emul", "device", "outcome", "key_id")
+
+    def __init__(self, path: Path) -> None:
+        import csv
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        self._file = open(path, "a", newline="", encoding="utf-8")
+        self._writer = csv.writer(self._file)
+        self._lock = threading.Lock()
+        if new:
+            self._writer.writerow(self.FIELDS)
+            self._file.flush()
+
+    def __call__(self, t_emul: float, device: str, outcome: str, key_id: str) -> None:
+        with self._lock:
+            self._writer.writerow([f"{t_emul:.3f}", device, outcome, key_id])
+            self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 if __name__ == "__main__":

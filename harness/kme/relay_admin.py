@@ -63,26 +63,25 @@ class ProvisioningHandler(BaseHTTPRequestHandler):
 
 
 class ProvisioningServer(ThreadingHTTPServer):
-    """Provisions the lifecycle's keys on request; ``on_first`` runs once after the first success."""
+    """Provisions the lifecycle's keys on request."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], lifecycle: GatewayKeyLifecycle, now: Callable[[], float],
-                 on_first: Callable[[], None]) -> None:
+    def __init__(self, address: tuple[str, int], lifecycle: GatewayKeyLifecycle, now: Callable[[], float]) -> None:
         super().__init__(address, ProvisioningHandler)
-        self.lifecycle, self.now, self.on_first = lifecycle, now, on_first
+        self.lifecycle, self.now = lifecycle, now
         self._lock = threading.Lock()
         self.requests = 0
 
     def provision(self, devices: list[str]) -> dict[str, str]:
-        """The key ids of ``devices``, provisioning one key per served device first if not yet done."""
+        """The key ids of ``devices``, provisioning one key per served device first if not yet done
+        (a 503 keeps what was obtained: the caller's retry goes on from there)."""
         with self._lock:
             self.requests += 1
             # Every served device gets its key at the first provisioning; later requests (devices
-            # discovered late) are answered from the current keys, refreshed by the lifecycle.
+            # discovered late) are answered from the current keys, renewed as devices ask.
             if self.lifecycle.generation == 0:
                 self.lifecycle.provision(self.now())
-                self.on_first()
             return {d: self.lifecycle.current(d).key_id for d in devices}
 
     def start_in_thread(self) -> None:

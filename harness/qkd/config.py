@@ -116,6 +116,8 @@ class QkdLinkConfig:
                                       above=0.0)
     eve_intercept_fraction: float = setting(0.0, doc="share of pulses an intercept-resend eavesdropper measures",
                                             minimum=0.0, maximum=1.0)
+    warmup_s: float = setting(0.0, doc="emulated seconds the link has been distilling when a run's key path starts "
+                                       "(run as fast as post-processing allows: a link in steady state)", minimum=0.0)
     device: DeviceParams = subsection(DeviceParams, inline=True)
     post: PostProcessingParams = subsection(PostProcessingParams, inline=True)
     calibration: Calibration = subsection(Calibration)

@@ -13,6 +13,7 @@ import pytest
 
 from harness import scenario
 from harness.state import RunState
+from harness.stations import loss_table
 from harness.testbed import Testbed
 from topologies.fig1 import DC_IP, GW_WIRELESS_IP, device_name
 
@@ -80,5 +81,8 @@ def test_metadata_names_the_mechanism_really_installed(bed):
     else:
         assert mechanism == "nfqueue" and "netem" not in qdiscs and "htb" in qdiscs
         assert rules.count("NFQUEUE") == 2 and "statistic" in rules
+        downlink = subprocess.run(["nft", "list", "table", "bridge", loss_table(bed.state.run_id)],
+                                  capture_output=True, text=True).stdout
+        assert 'oifname "qs*"' in downlink and "drop" in downlink
         assert (bed.run_dir / "logs" / "shaper.log").read_text().startswith("READY queues=1,2")
     assert bed.caps.switch_datapath in bed.mechanisms()["switch"]

@@ -41,34 +41,51 @@ def test_provision_asks_one_key_per_device_in_chunks(kmes):
     assert "key=" not in repr(current[0])
 
 
-def test_refresh_schedule(kmes):
-    gateway, _, _ = kmes
-    lc = GatewayKeyLifecycle(gateway, "platform", ["a1", "a2"], 1800.0)
-    assert lc.current("a1") is None
-    assert lc.refresh_if_due(0.0)             # first call provisions
-    assert not lc.refresh_if_due(1799.9)
-    assert lc.refresh_if_due(1800.0)
-    assert lc.generation == 2 and lc.next_refresh_t_emul == 3600.0
-
-
-def test_run_refreshes_on_the_emulated_clock(kmes):
-    gateway, _, _ = kmes
-    lc = GatewayKeyLifecycle(gateway, "platform", ["b1"], 1800.0)
-    stop = threading.Event()
-    now = [0.0]
+def test_a_key_is_renewed_when_its_device_asks_a_period_later(kmes):
+    gateway, _, buffer = kmes
     seen = []
+    lc = GatewayKeyLifecycle(gateway, "platform", ["a1", "a2"], 1800.0, record=lambda *row: seen.append(row))
+    lc.provision(0.0)
+    first = lc.current("a1")
+    assert lc.key_for("a1", 1799.9) == (first, "current")
+    before = buffer.available
+    renewed, outcome = lc.key_for("a1", 1800.0)
+    assert outcome == "renewed" and renewed.key_id != first.key_id and renewed.generation == 2
+    assert renewed.valid_until_t_emul == 3600.0 and buffer.available == before - 1
+    assert lc.key_for("a2", 100.0)[1] == "current"  # each device on its own schedule
+    assert [row[2] for row in seen] == ["current", "renewed", "current"] and lc.counts["renewed"] == 1
 
-    def sleep_until(t, _stop):  # emulated time jumps straight to the next refresh
-        seen.append(t)
-        now[0] = t
-        if len(seen) == 3:
-            stop.set()
-            return False
-        return True
 
-    lc.run(lambda: now[0], sleep_until, stop)
-    assert seen == [1800.0, 3600.0, 5400.0]
-    assert lc.generation == 3
+def test_steady_state_start_makes_every_first_fetch_a_renewal(kmes):
+    gateway, _, _ = kmes
+    lc = GatewayKeyLifecycle(gateway, "platform", ["s1"], 1800.0, backdate_s=1800.0)
+    lc.provision(5000.0)
+    assert lc.current("s1").valid_until_t_emul == 5000.0
+    assert lc.key_for("s1", 5000.0)[1] == "renewed"
+
+
+def test_a_device_the_link_cannot_serve_is_refused_and_keeps_its_key(tmp_path):
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=8, prefill_keys=3).start()
+    pair = start_pair(tmp_path, *link.suppliers())
+    try:
+        gw = pki.CertificateAuthority(tmp_path).ensure("gateway", "SAE")
+        pki.CertificateAuthority(tmp_path).ensure("platform", "SAE")
+        lc = GatewayKeyLifecycle(EtsiClient(pair.alice_url, ALICE_KME_ID, gw.ca, gw.cert, gw.key), "platform",
+                                 ["c1", "c2", "c3", "c4"], 1800.0, max_key_per_request=4)
+        with pytest.raises(etsi.EtsiError) as info:  # 4 devices, 3 keys: one left without
+            lc.provision(0.0)
+        assert info.value.status == 503
+        assert [lc.current(d) is not None for d in ("c1", "c2", "c3", "c4")] == [True, True, True, False]
+        old = lc.current("c1")
+        assert lc.key_for("c1", 1800.0) == (old, "refused")  # nothing left: previous key kept
+        link.add_keys(2)
+        lc.provision(10.0)  # goes on where it stopped: only c4 still needed one
+        assert lc.current("c4") is not None and lc.current("c1") == old
+        assert lc.key_for("c1", 1800.0)[1] == "renewed"
+        assert lc.counts == {"renewed": 1, "refused": 1, "current": 0}
+    finally:
+        pair.stop()
+        link.stop()
 
 
 def test_resolver_caches_because_dec_keys_delivers_once(kmes):
