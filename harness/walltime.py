@@ -79,8 +79,10 @@ class WallTimeSettings:
     quick: QuickRun = subsection(QuickRun)
 
 
-def load_settings(path: str | Path = WALLTIME_FILE) -> WallTimeSettings:
-    """Read ``walltime.toml``; raise :class:`WallTimeError` naming the file and key on any problem."""
+def load_settings(path: str | Path | None = None) -> WallTimeSettings:
+    """Read ``path`` (default :data:`WALLTIME_FILE`); raise :class:`WallTimeError` naming the file and key
+    on any problem."""
+    path = WALLTIME_FILE if path is None else path
     return from_table(WallTimeSettings, read_toml(path, WallTimeError), path=path, error=WallTimeError)
 
 

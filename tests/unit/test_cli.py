@@ -69,6 +69,16 @@ def test_run_refuses_without_root(monkeypatch):
     assert "needs root" in result.output
 
 
+@pytest.mark.parametrize("command", [["scenarios"], ["run", "--hours", "0.1"]])
+def test_a_broken_walltime_file_is_one_line(command, tmp_path, monkeypatch):
+    broken = tmp_path / "walltime.toml"
+    broken.write_text(walltime.WALLTIME_FILE.read_text().replace("[limits]", "[limits]\nannounce_after = 1"))
+    monkeypatch.setattr(walltime, "WALLTIME_FILE", broken)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"Error: {broken}: [limits] unknown key 'announce_after'" in result.output
+
+
 # --- one default scenario, help texts that name the setting -----------------------------------------
 def _option(command, name):
     return next(p for p in command.params if f"--{name}" in p.opts)
