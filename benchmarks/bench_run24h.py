@@ -50,7 +50,7 @@ def run(out: Path, hours: float, devices: int, time_scale: float) -> tuple[Path,
     sampler.start()
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--scenario", "bcn", "--hours", str(hours),
-                             "--devices", str(devices), "--time-scale", str(time_scale), "--mode", "both",
+                             "--devices", str(devices), "--time-scale", str(time_scale), "--mode", "both", "--yes",
                              "--out", str(out), "--quiet"], capture_output=True, text=True)
     wall = time.monotonic() - started
     stop.set()

@@ -25,6 +25,8 @@ from pathlib import Path
 from topologies.fig1 import ACCESS_SWITCH, GW_WIRELESS_IP
 
 L2_APP, PROVISIONING_APP = "controllers.l2switch", "controllers.provisioning"
+#: The controller's log level when started on its own: os-ken's and the apps' INFO lines say what it did.
+STANDALONE_LOG_LEVEL = "info"
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -58,11 +60,13 @@ def _announce_when_listening(endpoints: list[tuple[str, int]], timeout_s: float 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from harness import runconfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6653)
     parser.add_argument("--app", action="append", dest="apps", help="app module (repeatable; overrides the default)")
-    parser.add_argument("--log-level", default="INFO")
+    runconfig.add_log_level_argument(parser, standalone=STANDALONE_LOG_LEVEL)
     parser.add_argument("--inventory", type=Path, help="JSON inventory of the devices (device_id, mac, ip, credentials)")
     parser.add_argument("--state-dir", type=Path, help="folder for the persistent registry and the final snapshot")
     parser.add_argument("--rest-port", type=int, help="northbound REST port on 127.0.0.1")
@@ -118,6 +122,7 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
     args.port, args.rest_port = config.controller.openflow, config.controller.rest
     args.inventory, args.state_dir = inventory_path(config), config.path / "controller"
     args.access_switch, args.gateway_ip = config.site.access_switch, config.site.gw_wireless_ip
+    args.log_level = runconfig.log_level_of(args.log_level, config)
     return args
 
 
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
              project="os_ken", default_config_files=[])
     log.init_log()
     import logging
-    logging.getLogger().setLevel(args.log_level)
+    logging.getLogger().setLevel((args.log_level or STANDALONE_LOG_LEVEL).upper())
 
     apps = args.apps or [PROVISIONING_APP if settings is not None else L2_APP]
     if settings is not None:

@@ -180,10 +180,13 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(mode=mode, broker=f"{config.site.dc_ip}:{config.site.ports.mqtt}",
                               qos=config.devices.mqtt_qos, out=config.mode_dir(mode),
                               client_id=f"qiot-platform-{mode}", kme=kme_url(config, "dc"), pki=config.pki_dir,
-                              sae_id=PLATFORM_SAE_ID, master_sae_id=GATEWAY_SAE_ID)
+                              sae_id=PLATFORM_SAE_ID, master_sae_id=GATEWAY_SAE_ID,
+                              log_level=runconfig.log_level_of(args.log_level, config))
 
 
 def main(argv: list[str] | None = None) -> int:
+    from harness import runconfig
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="a run's config/run.json (with --role platform-<mode>)")
     parser.add_argument("--role", help="platform-qkd or platform-dkg in a run")
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pki", type=Path, help="QKD mode: PKI folder holding the platform's SAE certificate")
     parser.add_argument("--sae-id", default=PLATFORM_SAE_ID)
     parser.add_argument("--master-sae-id", default=GATEWAY_SAE_ID, help="SAE that obtained the keys (enc_keys)")
+    runconfig.add_log_level_argument(parser)
     args = parser.parse_args(argv)
     if args.config is not None:
         args = _from_run_config(args)
@@ -203,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --config and --role, or --mode and --out")
     if args.mode == "qkd" and not (args.kme and args.pki):
         parser.error("--mode qkd needs --kme and --pki")
+    runconfig.configure_logging(args.log_level)
     host, _, port = args.broker.partition(":")
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -217,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     # platform's reconnect, QoS 1 readings that arrived meanwhile are delivered, not lost.
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id, clean_session=False)
     client.reconnect_delay_set(min_delay=1, max_delay=5)
+    client.enable_logger()  # paho's own lines (connects, every packet at debug) go to the platform's log
     client.on_message = platform.on_message
     client.on_connect = lambda c, *_: c.subscribe(subscriptions)
     client.on_subscribe = lambda *_: print("READY", flush=True)

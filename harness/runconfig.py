@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from harness.faults import FaultSpec
 from harness.kme.config import KmeSettings
 from harness.links import FibreSettings, WirelessShape
 from harness.qkd.config import QkdLinkConfig
-from harness.scenario import RunSettings, Scenario
+from harness.scenario import LOG_LEVELS, RunSettings, Scenario
 from harness.settings import SettingsError, from_table, setting, subsection, to_table
 from topologies.fig1 import Fig1Site
 
@@ -35,6 +36,10 @@ from topologies.fig1 import Fig1Site
 RUN_CONFIG_VERSION = 1
 RUN_CONFIG_NAME = "run.json"
 HOSTS_NAME = "hosts.json"
+#: The format of the log lines qiot's own daemons write to their ``logs/<daemon>.log``.
+DAEMON_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The log level of a daemon started on its own (outside a run) without ``--log-level``.
+STANDALONE_LOG_LEVEL = "warning"
 
 
 class RunConfigError(SettingsError):
@@ -134,12 +139,12 @@ class RunConfig:
 
 
 def overridden(scenario: Scenario, *, hours: float | None = None, devices: int | None = None,
-               time_scale: float | None = None, seed: int | None = None,
+               time_scale: float | None = None, seed: int | None = None, log_level: str | None = None,
                faults: tuple[FaultSpec, ...] = ()) -> Scenario:
     """``scenario`` with the command line's overrides (None: keep the scenario's value), checked again."""
     overrides: dict[str, Any] = {key: value for key, value in (
-        ("run.hours", hours), ("devices.count", devices), ("run.time_scale", time_scale), ("run.seed", seed))
-        if value is not None}
+        ("run.hours", hours), ("devices.count", devices), ("run.time_scale", time_scale), ("run.seed", seed),
+        ("run.log_level", log_level)) if value is not None}
     if faults:
         overrides["faults"] = tuple(scenario.settings.faults) + tuple(faults)
     return scenario.with_overrides(overrides) if overrides else scenario
@@ -192,6 +197,25 @@ def add_role_arguments(parser) -> None:
     parser.add_argument("--role", help="this daemon's name in the run (its part of run.json)")
     parser.add_argument("--clock-epoch", type=float, default=None,
                         help="wall-clock time (epoch s) of emulated time 0 of the clock this daemon follows")
+
+
+def add_log_level_argument(parser, standalone: str = STANDALONE_LOG_LEVEL) -> None:
+    """``--log-level``: a daemon of a run logs at the run's ``[run] log_level`` unless this is given;
+    started on its own, at ``standalone``."""
+    parser.add_argument("--log-level", type=str.lower, choices=LOG_LEVELS, default=None,
+                        help=f"log level (default: the run's [run] log_level; standalone: {standalone})")
+
+
+def log_level_of(option: str | None, config: RunConfig) -> str:
+    """A daemon's log level in a run: its ``--log-level`` if given, else the run's ``[run] log_level``."""
+    return option or config.run.log_level
+
+
+def configure_logging(level: str | None) -> None:
+    """Set up a daemon's own logging at ``level`` (one of :data:`harness.scenario.LOG_LEVELS`, any case;
+    None: :data:`STANDALONE_LOG_LEVEL`) in the common format, on stderr, which a run sends to the
+    daemon's log."""
+    logging.basicConfig(level=(level or STANDALONE_LOG_LEVEL).upper(), format=DAEMON_LOG_FORMAT)
 
 
 def read(path: str | Path) -> RunConfig:

@@ -26,6 +26,11 @@ from harness.settings import SettingsError, from_table, read_toml, setting, subs
 
 #: Folder holding the shipped scenario files (``experiments/`` at the project root).
 EXPERIMENTS_DIR = Path(__file__).resolve().parent.parent / "experiments"
+#: The scenario every command uses when ``--scenario`` is not given (``run``, ``kme``, ``qkd``,
+#: ``capacity``, ``sweep``): the paper's Bristol City Network link.
+DEFAULT_SCENARIO = "bcn"
+#: Log levels of the run's daemons (``[run] log_level``), quietest last.
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ScenarioError(SettingsError):
@@ -48,6 +53,8 @@ class RunSettings:
     time_scale: float = setting(1.0, doc="emulated seconds per wall second for sleeps and periodic work",
                                 minimum=0.001)
     seed: int = setting(1, doc="seed of every random choice of the run")
+    log_level: str = setting("info", doc="log level of the run's daemons (logs/<daemon>.log); "
+                                         "`qiot run --verbose` sets debug", choices=LOG_LEVELS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,6 +32,7 @@ import click
 import numpy as np
 
 from harness.analysis.cli import _friendly  # one way to turn library errors into one-line CLI errors
+from harness.scenario import DEFAULT_SCENARIO
 
 #: The columns of a sweep row after the value column(s).
 METRIC_COLUMNS = ("rdc_qkd_pct", "rdc_dkg_pct", "rdc_change_pct", "battery_qkd_days", "battery_dkg_days",
@@ -349,16 +350,19 @@ def _between(text: str | None) -> tuple[float, float] | None:
 
 
 @click.command("sweep")
-@click.option("--scenario", "scenario_name", default="bcn", show_default=True,
+@click.option("--scenario", "scenario_name", default=DEFAULT_SCENARIO, show_default=True,
               help="Scenario name (see `qiot scenarios`) or path to a .toml file.")
 @click.option("--set", "sets", multiple=True, metavar="SECTION.KEY=V1,V2,...",
-              help="Values to sweep (twice: a grid). Scenario keys (devices.wake_period_s), profile keys "
+              help="Values to sweep (twice: a grid); each overrides [SECTION] KEY of the scenario or of its "
+                   "device profile. Scenario keys (devices.wake_period_s), profile keys "
                    "(profile.dkg.ecc, profile.ecc.micropython_affine.ecdh_p256_s) or the derived "
                    "profile.dkg.ecc_s (DKG's ECC seconds per key). With --solve: fixed values, one each.")
 @click.option("--hours", type=click.FloatRange(min=0.0, min_open=True), default=6.0, show_default=True,
-              help="Simulated hours per mode and point (the wake cycle repeats every key refresh).")
+              help="Simulated hours per mode and point, not the scenario's [run] hours (the wake cycle repeats "
+                   "every key refresh).")
 @click.option("--devices", type=click.IntRange(1, 5000), default=1, show_default=True,
-              help="Simulated devices per point (they differ only in wake phase and jitter).")
+              help="Simulated devices per point; overrides [devices] count of the scenario (they differ only in "
+                   "wake phase and jitter).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Also draw the changes against the value (png, pdf, svg), the paper's -18 %/+18 % marked.")

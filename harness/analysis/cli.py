@@ -12,6 +12,9 @@ from pathlib import Path
 
 import click
 
+from harness.scenario import DEFAULT_SCENARIO
+
+
 def _friendly(func):
     """Turn the library's ValueError family (RunDirError, ScenarioError, ...) into ClickException."""
     @functools.wraps(func)
@@ -101,9 +104,12 @@ def plot(run_dir: str, out_dir: str | None) -> None:
 
 
 @click.command("capacity")
-@click.option("--scenario", "scenario_name", required=True, help="scenario name (hpn, bcn) or .toml path")
+@click.option("--scenario", "scenario_name", default=DEFAULT_SCENARIO, show_default=True,
+              help="scenario name (see `qiot scenarios`) or .toml path: its [qkd] rate calibration, key size, "
+                   "buffer and refresh period")
 @click.option("--loss-db", "loss_db", multiple=True,
-              help="loss value(s) in dB: numbers, comma lists or start:stop:step (default 0:15:0.5)")
+              help="loss value(s) in dB: numbers, comma lists or start:stop:step (default 0:15:0.5); the curve "
+                   "runs over loss, so the scenario's [fibre] loss_db is not used")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default=None, help="write here instead of stdout")
 @click.option("--plot", "plot_stem", type=click.Path(dir_okay=False), default=None,

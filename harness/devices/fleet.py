@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m harness.devices.fleet", description=__doc__.splitlines()[0])
     runconfig.add_role_arguments(parser)
+    runconfig.add_log_level_argument(parser)
     args = parser.parse_args(argv)
     try:
         config = runconfig.read(args.config)
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: fleet: {exc}", file=sys.stderr)
         return 2
+    runconfig.configure_logging(runconfig.log_level_of(args.log_level, config))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

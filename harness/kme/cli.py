@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from harness.scenario import DEFAULT_SCENARIO
+
 from . import etsi, pki
 from .pair import ALICE_KME_ID, BOB_KME_ID, ListenError, start_pair
 from .suppliers import ClavisSupplier
@@ -40,21 +42,22 @@ Example (master SAE "gateway" at Alice's KME, slave SAE "platform" at Bob's):
 """
 
 
-def _link_config(scenario: str | None, loss_db: float | None):
-    """The QKD link configuration of a scenario, with an optional loss override."""
+def _link_config(scenario: str, loss_db: float | None):
+    """The QKD link configuration of a scenario, with an optional loss override, and the scenario's
+    ``[run]`` settings (time scale and seed when the command line gives none)."""
     from harness import scenario as scen
     from harness.qkd.config import QkdConfigError, QkdLinkConfig
     from harness.qkd.rate import secret_key_rate
 
     try:
-        sc = scen.load(scenario or "hpn")
+        sc = scen.load(scenario)
         if loss_db is not None:
             sc = sc.with_overrides({"fibre.loss_db": loss_db})
         config = QkdLinkConfig.from_scenario(sc.section("qkd"), sc.section("fibre"))
         secret_key_rate(config.loss_db, config.calibration, config)  # a calibration that gives no rate fails here
     except (scen.ScenarioError, QkdConfigError) as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario/--loss-db") from None
-    return config
+    return config, sc.settings.run
 
 
 @click.command("kme", help=HELP)
@@ -67,21 +70,23 @@ def _link_config(scenario: str | None, loss_db: float | None):
               help="SAE id to make a client certificate for (repeatable)")
 @click.option("--devices", default=0, show_default=True, type=click.IntRange(0, 5000),
               help="also make SAE certificates and PSKs for devices d1..dN")
-@click.option("--scenario", default="hpn", show_default=True, help="scenario for loss, calibration, buffer")
+@click.option("--scenario", default=DEFAULT_SCENARIO, show_default=True,
+              help="scenario name or .toml path: its [fibre] loss and [qkd] calibration, key size and buffer")
 @click.option("--loss-db", type=float, default=None,
-              help="override the scenario's quantum-channel loss (dB, within the scenarios' range)")
-@click.option("--time-scale", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
-              help="emulated seconds of key production per wall second")
+              help="quantum-channel loss, dB (within the scenarios' range); overrides [fibre] loss_db of the scenario")
+@click.option("--time-scale", type=click.FloatRange(min=0.001), default=None,
+              help="emulated seconds of key production per wall second; overrides [run] time_scale of the scenario")
 @click.option("--warmup-s", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="emulated seconds of key distilled before the KMEs start serving")
-@click.option("--seed", type=int, default=1, show_default=True, help="seed of the emulated QKD link")
+@click.option("--seed", type=int, default=None,
+              help="seed of the emulated QKD link; overrides [run] seed of the scenario")
 @click.option("--key-store", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="keep each KME's reservations and pooled keys under this folder (survive a restart)")
 @click.option("--peer-link", type=click.Choice(["local", "mtls"]), default="local", show_default=True,
               help="how the two KMEs coordinate: direct calls within this process, or their "
                    "KME-to-KME mTLS channel (as the separate KME processes of `qiot run` do)")
 def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[str, ...], devices: int,
-        scenario: str, loss_db: float | None, time_scale: float, warmup_s: float, seed: int,
+        scenario: str, loss_db: float | None, time_scale: float | None, warmup_s: float, seed: int | None,
         key_store: Path | None, peer_link: str) -> None:
     """Serve the KME pair until Ctrl-C / SIGTERM."""
     if not host.startswith("127."):
@@ -98,7 +103,9 @@ def kme(pki_dir: Path, host: str, alice_port: int, bob_port: int, saes: tuple[st
 
     from .linkprocess import LinkProcess
 
-    config = _link_config(scenario, loss_db)
+    config, run_settings = _link_config(scenario, loss_db)
+    time_scale = run_settings.time_scale if time_scale is None else time_scale
+    seed = run_settings.seed if seed is None else seed
     rate = secret_key_rate(config.loss_db, config.calibration, config)
     buffer_keys, key_bits = config.buffer_keys, config.key_bits
     link = LinkProcess(config, seed, time_scale, warmup_s, host)

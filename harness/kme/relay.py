@@ -160,7 +160,7 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         # In a run the SDN provisioning app asks for the device keys once it has discovered the devices;
         # a relay restarted during the run asks its KME itself, as a rebooted gateway would.
         admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
-        log_level=args.log_level, fetch_log=config.mode_dir("qkd") / FETCH_LOG,
+        log_level=runconfig.log_level_of(args.log_level, config), fetch_log=config.mode_dir("qkd") / FETCH_LOG,
         backdate_s=config.qkd.refresh_period_s if config.kme.steady_state_start else 0.0)
 
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="provisioned keys count as issued this long before (steady state: a refresh period)")
     ap.add_argument("--restarted", action="store_true",
                     help="in a run: this start is a restart (obtain the device keys now, do not wait)")
-    ap.add_argument("--log-level", default="WARNING")
+    runconfig.add_log_level_argument(ap)
     args = ap.parse_args(argv)
     try:
         if args.config is not None:
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.await_provisioning and not args.admin_listen:
         ap.error("--await-provisioning needs --admin-listen")
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    runconfig.configure_logging(args.log_level)
     devices = [d for item in args.device for d in item.split(",") if d]
     try:
         listen = parse_address(args.listen, "--listen")

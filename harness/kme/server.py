@@ -262,11 +262,14 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
     args.max_key_count, args.max_key_per_request = config.qkd.buffer_keys, config.kme.max_key_per_request
     # A vendor's key store survives a restart: keys issued before one stay obtainable by the slave.
     args.key_store = config.path / "kme-store" / args.role
+    args.log_level = runconfig.log_level_of(args.log_level, config)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m harness.kme.server`` (in a run: ``--config run.json --role kme-bob``)."""
+    from harness import runconfig
+
     ap = argparse.ArgumentParser(prog="python -m harness.kme.server", description=__doc__.split("\n")[0])
     ap.add_argument("--config", type=Path, help="a run's config/run.json (with --role kme-alice or kme-bob)")
     ap.add_argument("--role", help="this KME's name in the run")
@@ -286,12 +289,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="SAE id allowed to call this KME (repeatable); default: any SAE of the CA")
     ap.add_argument("--key-store", type=Path, default=None,
                     help="directory to keep reservations and pooled keys in, across restarts (default: memory)")
-    ap.add_argument("--log-level", default="WARNING")
+    runconfig.add_log_level_argument(ap)
     args = ap.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     try:
         if args.config is not None:
             args = _from_run_config(args)
+        runconfig.configure_logging(args.log_level)
         missing = [o for o in ("listen", "kme_id", "peer_kme_id", "peer_kme", "pki", "clavis") if not getattr(args, o)]
         if missing:
             ap.error("give --config and --role, or " + ", ".join("--" + o.replace("_", "-") for o in missing))

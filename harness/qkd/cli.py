@@ -18,6 +18,7 @@ from harness.qkd.config import Calibration, QkdConfigError, QkdLinkConfig
 from harness.qkd.link import run_link
 from harness.qkd.rate import (detection_rate, fit_physical, fit_two_constant, model_qber,
                               secret_key_rate)
+from harness.scenario import DEFAULT_SCENARIO
 
 
 def _fibre_loss_max() -> float:
@@ -25,19 +26,18 @@ def _fibre_loss_max() -> float:
     return next(f for f in dataclasses.fields(FibreSettings) if f.name == "loss_db").metadata["maximum"]
 
 
-def _config(scenario: str | None, loss_db: float | None, protocol: str | None, eve: float | None,
-            model: str | None) -> QkdLinkConfig:
-    """Link config from a scenario (or defaults) with command-line overrides; errors as ClickException."""
+def _config(scenario: str, loss_db: float | None, protocol: str | None, eve: float | None,
+            model: str | None) -> tuple[QkdLinkConfig, int]:
+    """Link config of a scenario with command-line overrides, and the scenario's ``[run] seed``;
+    errors as ClickException."""
+    from harness.scenario import ScenarioError, load
+
     try:
-        if scenario:
-            from harness.scenario import ScenarioError, load
-            try:
-                loaded = load(scenario)
-            except ScenarioError as exc:
-                raise click.ClickException(str(exc)) from None
-            config = QkdLinkConfig.from_scenario(loaded.section("qkd"), loaded.section("fibre"))
-        else:
-            config = QkdLinkConfig()
+        try:
+            loaded = load(scenario)
+        except ScenarioError as exc:
+            raise click.ClickException(str(exc)) from None
+        config = QkdLinkConfig.from_scenario(loaded.section("qkd"), loaded.section("fibre"))
         changes = {}
         if loss_db is not None:
             changes["loss_db"] = loss_db
@@ -49,7 +49,7 @@ def _config(scenario: str | None, loss_db: float | None, protocol: str | None, e
             changes["calibration"] = Calibration(**{**config.calibration.__dict__, "model": model})
         config = config.replace(**changes)
         secret_key_rate(config.loss_db, config.calibration, config)  # a calibration that gives no rate fails here
-        return config
+        return config, loaded.settings.run.seed
     except QkdConfigError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -70,23 +70,28 @@ def _writable_out(out: Path | None) -> None:
 
 @click.group(invoke_without_command=True)
 @click.option("--loss-db", type=click.FloatRange(0, _fibre_loss_max()),
-              help="quantum-channel loss (default: scenario, else 4 dB)")
+              help="quantum-channel loss, dB; overrides [fibre] loss_db of the scenario")
 @click.option("--seconds", type=click.FloatRange(min=1), default=600.0, show_default=True,
               help="emulated seconds to run")
-@click.option("--scenario", help="scenario name or .toml path for the QKD settings")
-@click.option("--protocol", type=click.Choice(["BB84", "SARG04"]))
-@click.option("--eve", type=click.FloatRange(0, 1), help="intercept-resend fraction")
-@click.option("--model", type=click.Choice(["two_constant", "physical"]), help="calibration model")
-@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--scenario", default=DEFAULT_SCENARIO, show_default=True,
+              help="scenario name or .toml path: its [fibre] loss and [qkd] settings")
+@click.option("--protocol", type=click.Choice(["BB84", "SARG04"]), help="overrides [qkd] protocol of the scenario")
+@click.option("--eve", type=click.FloatRange(0, 1),
+              help="intercept-resend fraction; overrides [qkd] eve_intercept_fraction of the scenario")
+@click.option("--model", type=click.Choice(["two_constant", "physical"]),
+              help="calibration model; overrides [qkd.calibration] model of the scenario")
+@click.option("--seed", type=int, default=None, help="overrides [run] seed of the scenario")
 @click.option("--time-scale", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="emulated seconds per wall second (0: as fast as possible)")
+              help="emulated seconds per wall second (0: as fast as possible; the scenario's [run] "
+                   "time_scale is not used)")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="write blocks.csv/buffer.csv here")
 @click.pass_context
 def qkd(ctx: click.Context, loss_db, seconds, scenario, protocol, eve, model, seed, time_scale, out) -> None:
     """Run the emulated QKD link (Alice and Bob) without the IoT part; print rate, QBER, buffer fill."""
     if ctx.invoked_subcommand is not None:
         return
-    config = _config(scenario, loss_db, protocol, eve, model)
+    config, scenario_seed = _config(scenario, loss_db, protocol, eve, model)
+    seed = scenario_seed if seed is None else seed
     _writable_out(out)
     clock = EmulatedClock.starting_now(time_scale) if time_scale > 0 else None
     click.echo(f"QKD link: {config.protocol}, loss {config.loss_db:g} dB, calibration {config.calibration.model}, "
@@ -119,15 +124,17 @@ def qkd(ctx: click.Context, loss_db, seconds, scenario, protocol, eve, model, se
 
 
 @qkd.command()
-@click.option("--scenario", help="scenario name or .toml path (default: built-in defaults)")
+@click.option("--scenario", default=DEFAULT_SCENARIO, show_default=True,
+              help="scenario name or .toml path: its [qkd] settings and [qkd.calibration] targets")
 @click.option("--emulate", "emulate_s", type=click.FloatRange(min=0), default=300.0, show_default=True,
               help="also run the emulated link this many seconds at each target loss (0: skip)")
 @click.option("--model", type=click.Choice(["two_constant", "physical"]),
-              help="calibration model to emulate (default: the scenario's)")
-@click.option("--seed", type=int, default=1, show_default=True)
+              help="calibration model to emulate; overrides [qkd.calibration] model of the scenario")
+@click.option("--seed", type=int, default=None, help="overrides [run] seed of the scenario")
 def calibrate(scenario, emulate_s, model, seed) -> None:
     """Fit the rate models to the calibration targets and print fits and residuals."""
-    config = _config(scenario, None, None, None, model)
+    config, scenario_seed = _config(scenario, None, None, None, model)
+    seed = scenario_seed if seed is None else seed
     cal = config.calibration
     losses, targets = cal.target_loss_db, cal.target_rate_bps
     click.echo("targets (paper, Mavromatis et al. 2018): " +

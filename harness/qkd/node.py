@@ -194,11 +194,14 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         udp_listen=f"127.0.0.1:{site.ports.clavis}", out=config.link_dir / end,
         # Alice's KME issues the keys in a run (harness.keyservices): Bob's end answers by id only.
         new_keys=end == "alice",
-        classical_listen=classical if end == "bob" else None, classical_peer=classical if end == "alice" else None)
+        classical_listen=classical if end == "bob" else None, classical_peer=classical if end == "alice" else None,
+        log_level=runconfig.log_level_of(args.log_level, config))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Process entry point; returns the exit status."""
+    from harness import runconfig
+
     parser = argparse.ArgumentParser(prog="python -m harness.qkd.node", description=__doc__.splitlines()[0])
     parser.add_argument("--role", choices=("alice", "bob", *RUN_ROLES), required=True,
                         help="alice or bob standalone; qkd-alice or qkd-bob in a run (with --config run.json)")
@@ -214,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="Alice: stop after this many emulated seconds")
     parser.add_argument("--connect-timeout", type=float, default=60.0)
     parser.add_argument("--out", type=Path)
+    runconfig.add_log_level_argument(parser)
     args = parser.parse_args(argv)
     try:
         if args.role in RUN_ROLES:
@@ -233,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    runconfig.configure_logging(args.log_level)
     node = QkdNode(args.role, config, args.seed, args.out, clock, udp, new_keys=getattr(args, "new_keys", True))
     signal.signal(signal.SIGTERM, lambda *_: node.stop())
     signal.signal(signal.SIGINT, lambda *_: node.stop())

@@ -174,8 +174,8 @@ def test_in_process_pair_over_clavis_runs_dry_with_503(tmp_path):
 @pytest.mark.parametrize("peer_link", ["local", "mtls"])
 def test_qiot_kme_command(tmp_path, peer_link):
     pki_dir = tmp_path / "pki"
-    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
-                         "--warmup-s", "60", "--devices", "2", "--peer-link", peer_link])
+    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--scenario", "hpn", "--alice-port", "0",
+                         "--bob-port", "0", "--warmup-s", "60", "--devices", "2", "--peer-link", peer_link])
     try:
         urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
         for path in ("ca.crt", "sae/gateway.crt", "sae/platform.key", "sae/d2.crt", "psk/d1.psk",
@@ -200,8 +200,8 @@ def test_qiot_kme_drained_then_every_issued_key_is_deliverable(tmp_path):
     Every key issued is then obtainable by the slave, and stored_key_count never exceeds max."""
     from harness.kme import etsi
     pki_dir = tmp_path / "pki"
-    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--alice-port", "0", "--bob-port", "0",
-                         "--warmup-s", "60", "--time-scale", "200"])
+    proc, lines = spawn(["harness.kme.cli", "--pki", str(pki_dir), "--scenario", "hpn", "--alice-port", "0",
+                         "--bob-port", "0", "--warmup-s", "60", "--time-scale", "200"])
     try:
         urls = {line.split()[0]: line.split()[-1] for line in lines if "https://" in line}
         gw, pl = pki.entity_paths(pki_dir, "gateway", "SAE"), pki.entity_paths(pki_dir, "platform", "SAE")
