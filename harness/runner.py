@@ -12,6 +12,7 @@ and teardown, which polls nothing, always completes.
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -274,7 +275,16 @@ def _mode_health(config: RunConfig, mode: str, cpu_samples: list[float]) -> dict
         fleet = json.loads(fleet_path.read_text()) if fleet_path.exists() else None
     except ValueError:
         fleet = None
-    return health.assess(fleet, cpu_samples, None, health.load_thresholds())
+    return health.assess(fleet, cpu_samples, None, health.load_thresholds(), _radio_on_s(config.mode_dir(mode)))
+
+
+def _radio_on_s(mode_dir: Path) -> float | None:
+    """The devices' radio-on time (transmit plus listen, emulated s) over the mode, from energy.csv."""
+    try:
+        with open(mode_dir / "energy.csv", newline="", encoding="utf-8") as handle:
+            return sum(float(row["t_radio_tx_s"]) + float(row["t_radio_listen_s"]) for row in csv.DictReader(handle))
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _write_key_series(bed: Testbed, mode_dir: Path, mode_epoch: float) -> None:

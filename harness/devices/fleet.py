@@ -6,8 +6,8 @@ affects only that thread) and then opens its sockets there, so the device's traf
 own address over its own shaped link. Run as ``python -m harness.devices.fleet --config
 RUN_DIR/config/run.json --role devices-qkd --clock-epoch E``; prints ``READY`` once every device is
 set up, appends one row per publish to ``sent.csv`` (flushed, so a crash keeps what was sent) and
-the energy rows to ``energy.csv``, writes ``fleet.json`` (how late wakes started, failures) at the
-end, and exits when every device has reached the end of the mode, or on SIGTERM.
+the energy rows to ``energy.csv``, writes ``fleet.json`` (how late wakes started, failures) every
+few seconds and at the end (``complete`` true), and exits when every device has reached the end of the mode, or on SIGTERM.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import queue
 import resource
 import signal
 import sys
@@ -28,21 +29,35 @@ from harness.devices.scheduler import WakeScheduler
 from harness.devices.transport import NetworkTransport
 from harness.energy import DeviceProfile, IntervalRow, write_energy_csv
 from harness.energy.wakecycle import assumed_outcome, check_plan
-from harness.health import percentile
+from harness.health import Reservoir, percentile
 from harness.enums import Mode, values
 from harness.netns import enter_namespace
 
 #: Most wakes in flight at once. A wake spends ~tens of ms waiting on the network; 64 threads cover
 #: hundreds of wakes per second (engineering choice, not a device property).
 MAX_WORKERS = 64
+#: fleet.json is rewritten this often (wall s) while the fleet runs: a killed fleet keeps its figures.
+SNAPSHOT_EVERY_S = 5
+#: The interpreter hands its lock between threads this often (s; Python's default is 0.005). Wake
+#: threads mostly wait on sockets and each return from a system call waits for the lock: a shorter
+#: interval keeps an overloaded fleet's hand-offs from piling up (engineering choice, measured below
+#: in the scaling notes, docs/scaling.md).
+SWITCH_INTERVAL_S = 0.001
 
 
 class ExchangeStats:
-    """How much longer each network exchange took than the shaped link explains (emulation health)."""
+    """How much longer each network exchange took than the shaped link explains (emulation health),
+    overall and per wake step (which step is slow tells a structural cost from an overloaded host)."""
+
+    #: Excess samples kept (a uniform sample of the whole run), overall and per step.
+    SAMPLES = 200_000
 
     def __init__(self, profile: DeviceProfile, rtt_s: float) -> None:
         self.profile, self.rtt_s = profile, rtt_s
-        self.excess_ms: list[float] = []
+        self.excess_ms = Reservoir(self.SAMPLES)
+        self.by_step: dict[str, Reservoir] = {}
+        self.step_sum_s: dict[str, float] = {}
+        self.step_max_ms: dict[str, float] = {}
         self.failed = 0
         self._lock = threading.Lock()
 
@@ -51,16 +66,39 @@ class ExchangeStats:
         with self._lock:
             if not ok:
                 self.failed += 1
-            elif len(self.excess_ms) < 200_000:
-                self.excess_ms.append(1000.0 * (outcome.duration_s - expected))
+                return
+            excess = 1000.0 * (outcome.duration_s - expected)
+            self.excess_ms.add(excess)
+            self.by_step.setdefault(step.name, Reservoir(self.SAMPLES)).add(excess)
+            # Exchanges faster than assumed do not pay back another's delay: count the delays only.
+            self.step_sum_s[step.name] = self.step_sum_s.get(step.name, 0.0) + max(0.0, excess) / 1000.0
+            self.step_max_ms[step.name] = max(self.step_max_ms.get(step.name, excess), excess)
+
+    @property
+    def excess_sum_s(self) -> float:
+        return sum(self.step_sum_s.values())
 
     def as_dict(self) -> dict:
-        return {"count": len(self.excess_ms), "failed": self.failed,
-                "excess_p50_ms": percentile(self.excess_ms, 50), "excess_p95_ms": percentile(self.excess_ms, 95)}
+        with self._lock:
+            samples = self.excess_ms.values
+            return {"count": self.excess_ms.seen, "failed": self.failed, "excess_sum_s": round(self.excess_sum_s, 3),
+                    "excess_p50_ms": percentile(samples, 50), "excess_p95_ms": percentile(samples, 95),
+                    "excess_max_ms": max(self.step_max_ms.values(), default=0.0),
+                    "by_step": {name: {"count": r.seen, "excess_p50_ms": percentile(r.values, 50),
+                                       "excess_p95_ms": percentile(r.values, 95),
+                                       "excess_max_ms": self.step_max_ms[name],
+                                       "excess_sum_s": round(self.step_sum_s[name], 3)}
+                                for name, r in sorted(self.by_step.items())}}
 
 
 class CsvSink:
-    """Thread-safe, line-flushed ``sent.csv`` and appending ``energy.csv`` of one mode."""
+    """``sent.csv`` and ``energy.csv`` of one mode, written by one writer thread.
+
+    Wake threads only queue their rows: a lock held across a write and a flush made dozens of wake
+    threads queue behind it whenever the writer waited for the interpreter lock (measured: 18 of 64
+    wake threads blocked there in an overloaded 1,000-device run). The writer flushes after every
+    batch it takes off the queue, so what a crash loses is the last fraction of a second.
+    """
 
     def __init__(self, mode_dir: Path) -> None:
         mode_dir.mkdir(parents=True, exist_ok=True)
@@ -69,22 +107,44 @@ class CsvSink:
         self._file = open(path, "a", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
         self._energy_path = mode_dir / "energy.csv"
-        self._lock = threading.Lock()
         if new:
             self._writer.writerow(SentRecord.FIELDS)
             self._file.flush()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="csv-writer", daemon=True)
+        self._thread.start()
 
     def sent(self, record: SentRecord) -> None:
-        with self._lock:
-            self._writer.writerow(record.row())
-            self._file.flush()
+        self._queue.put(("sent", record.row()))
 
     def energy(self, rows: list[IntervalRow]) -> None:
         if rows:
-            with self._lock:
-                write_energy_csv(self._energy_path, rows, append=True)
+            self._queue.put(("energy", rows))
+
+    def _write(self) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while True:  # everything queued meanwhile goes out in the same flush
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            energy: list[IntervalRow] = []
+            for kind, item in batch:
+                if kind == "sent":
+                    self._writer.writerow(item)
+                elif kind == "energy":
+                    energy += item
+            self._file.flush()
+            if energy:
+                write_energy_csv(self._energy_path, energy, append=True)
+            if any(kind == "close" for kind, _ in batch):
+                return
 
     def close(self) -> None:
+        """Write what is queued and close the files."""
+        self._queue.put(("close", None))
+        self._thread.join()
         self._file.close()
 
 
@@ -133,28 +193,46 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
                               enter=lambda agent: enter_namespace(hosts[agent.device_id]), stop=stop)
     print(f"READY devices={len(agents)}", flush=True)
     done = threading.Event()
+    fleet_json = config.mode_dir(mode) / "fleet.json"
+
+    def report() -> dict:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {"devices": len(agents), "workers": scheduler.workers,
+                "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
+                "failures": list(scheduler.failures),
+                "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+                "max_rss_mib": round(usage.ru_maxrss / 1024, 1),
+                # Failed key refreshes (a relay or KME away, an outage): retried with backoff.
+                "key_failures": {a.device_id: a.keys.failed_total for a in agents if a.keys.failed_total},
+                "complete": done.is_set()}
+
+    def write_report() -> dict:
+        snapshot = report()
+        tmp = fleet_json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snapshot, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(fleet_json)
+        return snapshot
 
     def report_progress() -> None:
-        # One line a second: the run follows the devices' wakes (readings may wait in queues).
+        # One line a second: the run follows the devices' wakes (readings may wait in queues). Every
+        # few seconds fleet.json too, so a fleet that is killed leaves its health figures so far.
+        ticks = 0
         while not done.wait(1.0):
             print(f"PROGRESS wakes={scheduler.lag.wakes}", flush=True)
+            ticks += 1
+            if ticks % SNAPSHOT_EVERY_S == 0:
+                write_report()
 
-    threading.Thread(target=report_progress, name="progress", daemon=True).start()
+    progress = threading.Thread(target=report_progress, name="progress", daemon=True)
+    progress.start()
     try:
         scheduler.run(agents, config.duration_s)
     finally:
         done.set()
+        progress.join()
         sink.close()
         print(f"PROGRESS wakes={scheduler.lag.wakes}", flush=True)
-    report = {"devices": len(agents), "workers": scheduler.workers,
-              "lag": scheduler.lag.as_dict(config.run.time_scale), "exchanges": exchanges.as_dict(),
-              "failures": scheduler.failures,
-              "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 2),
-              "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-              # Failed key refreshes (a relay or KME away, an outage): retried with backoff.
-              "key_failures": {a.device_id: a.keys.failed_total for a in agents if a.keys.failed_total}}
-    (config.mode_dir(mode) / "fleet.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return report
+    return write_report()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     clock = EmulatedClock(args.clock_epoch, config.run.time_scale)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     report = run_fleet(config, _mode_of(args.role), clock, stop)
     for failure in report["failures"]:
         print(f"fleet: device failed: {failure}", flush=True)

@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+from harness.health import Reservoir, percentile
+
 
 class Clock(Protocol):
     def now(self) -> float: ...
@@ -67,7 +69,7 @@ class LagStats:
     max_s: float = 0.0
     late_wakes: int = 0  # wakes that started later than ``late_threshold_s``
     late_threshold_s: float = 1.0
-    samples: list[float] = field(default_factory=list)
+    samples: Reservoir = field(default_factory=lambda: Reservoir(100_000))
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, lag_s: float) -> None:
@@ -76,15 +78,12 @@ class LagStats:
             self.total_s += lag_s
             self.max_s = max(self.max_s, lag_s)
             self.late_wakes += lag_s > self.late_threshold_s
-            if len(self.samples) < 100_000:
-                self.samples.append(lag_s)
+            self.samples.add(lag_s)
 
     def as_dict(self, time_scale: float = 1.0) -> dict:
         """The figures, in emulated seconds and (divided by ``time_scale``) in wall seconds."""
-        import numpy as np
-
-        ordered = np.asarray(self.samples) if self.samples else np.zeros(1)
-        p95 = float(np.percentile(ordered, 95))
+        with self._lock:
+            p95 = percentile(self.samples.values, 95)
         return {"wakes": self.wakes, "mean_s": self.total_s / self.wakes if self.wakes else 0.0,
                 "p95_s": p95, "max_s": self.max_s, "late_wakes": self.late_wakes,
                 "late_threshold_s": self.late_threshold_s, "p95_wall_s": p95 / time_scale,

@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from harness.analysis.docscheck import undocumented
+
 QIOT = [sys.executable, "-m", "harness.cli"]
 FAULTS = [("wireless_outage", "d1", 300, 120), ("broker_restart", "", 600, 60), ("relay_restart", "", 880, 200),
           ("kme_restart", "bob", 1200, 100), ("controller_restart", "", 1500, 60), ("classical_cut", "", 1680, 360),
@@ -42,6 +44,12 @@ def run_dir(network_ok, tmp_path_factory):
     assert out.returncode == 0, out.stdout + out.stderr
     (run,) = (tmp / "out").iterdir()
     return run
+
+
+def test_the_fault_run_is_documented_file_by_file(run_dir):
+    # cuts.json, the relay's fetch log and the broker's persistence appear in fault runs.
+    assert (run_dir / "qkd-link" / "cuts.json").exists()
+    assert undocumented(run_dir) == []
 
 
 def window(frame, kind):

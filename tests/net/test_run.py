@@ -11,6 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness import results
+from harness.analysis.docscheck import undocumented
+from harness.analysis.report import write_report
 from harness.state import INTERFACE_ALIAS_PREFIX, STATE_DIR
 from harness.stations import NETNS_PREFIX, run_tag
 
@@ -72,6 +74,33 @@ def test_run_both_modes_end_to_end(network_ok, tmp_path):
     qkd_keys = pd.read_csv(run_dir / "qkd" / "sent.csv")["key_id"]
     assert qkd_keys.str.fullmatch(r"[0-9a-f-]{36}").all()  # ETSI 014 UUID key ids from the KME
     assert (run_dir / "qkd" / "pcap" / "keys.pcap").stat().st_size > 24  # Clavis datagrams were captured
+    # The run drew its figures; the report renders from the stored files; docs/results.md describes
+    # every file, column and key the run wrote.
+    assert all((run_dir / "figures" / f"fig2{name}.png").stat().st_size > 1000
+               for name in ("a_rdc", "b_battery", "c_latency_loss", "d_capacity", "e_key_response"))
+    report = write_report(run_dir)
+    html = report.read_bytes()
+    assert len(html) > 10_000 and html.count(b"data:image/png;base64,") >= 5  # the figures, embedded
+    assert undocumented(run_dir) == []
+
+
+def test_an_overloaded_emulation_is_marked_degraded_not_silently_completed(network_ok, tmp_path):
+    # 30 devices waking every 60 s at 600x ask for 300 wakes per wall second; one fleet process on
+    # this machine does ~50 (measured: 100 devices at 600x, 24,000 wakes in 9.5 min). The wakes start
+    # seconds late, so the run must say it fell behind.
+    proc = qiot_run(tmp_path, "--hours", "0.2", "--time-scale", "600", "--mode", "qkd", "--devices", "30")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    run_dir = only_run_dir(tmp_path)
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["status"] == "completed"
+    verdict = metadata["emulation_health"]
+    assert verdict["status"] == "degraded", verdict
+    lag = verdict["modes"]["qkd"]["figures"]["wake_lag_p95_s"]
+    assert lag > verdict["modes"]["qkd"]["thresholds"]["wake_lag_p95_s"]
+    assert any(r.startswith("qkd: wake_lag_p95_s") for r in verdict["reasons"])
+    compared = subprocess.run(QIOT + ["compare", str(run_dir)], capture_output=True, text=True, timeout=120)
+    assert "DEGRADED" in compared.stdout, compared.stdout
 
 
 def test_interrupted_run_keeps_partial_results_marked(network_ok, tmp_path):
