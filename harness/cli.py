@@ -14,6 +14,7 @@ import click
 import harness
 from harness import scenario as scenarios
 from harness.enums import MODES
+from harness.settings import SettingsError
 
 DEFAULT_RESULTS_DIR = Path("results")
 
@@ -85,13 +86,29 @@ def _interactive() -> bool:
     return sys.stdin.isatty()
 
 
+def _device_limit():
+    from harness.emulator import device_limit
+    from topologies.fig1 import MAX_DEVICES
+
+    return device_limit(MAX_DEVICES)
+
+
+def _device_limit_help() -> str:
+    """The limit as --help states it; a broken emulator.toml must not break every command's help."""
+    try:
+        limit = _device_limit()
+    except (SettingsError, OSError) as exc:
+        return f"(The limit on this machine is unknown: {exc})"
+    return f"At most {limit.devices} on this machine ({limit.reason})."
+
+
 @cli.command("run")
 @click.option("--scenario", "scenario_name", default=scenarios.DEFAULT_SCENARIO, show_default=True,
               help="Scenario name (see `qiot scenarios`) or path to a .toml file.")
 @click.option("--hours", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Emulated hours per mode; overrides [run] hours of the scenario.")
-@click.option("--devices", type=click.IntRange(1, 5000), default=None,
-              help="Number of devices; overrides [devices] count of the scenario.")
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help=f"Number of devices; overrides [devices] count of the scenario. {_device_limit_help()}")
 @click.option("--mode", type=click.Choice(["qkd", "dkg", "both"]), default="both", show_default=True,
               help="Key mode: QKD-delivered keys, device key generation, or both one after the other.")
 @click.option("--time-scale", type=click.FloatRange(min=0.001), default=None,
@@ -133,6 +150,10 @@ def run_command(scenario_name, hours, devices, mode, time_scale, seed, faults, v
                                       faults=extra)
     except scenarios.ScenarioError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
+    try:
+        _device_limit().check(loaded.settings.devices.count)
+    except SettingsError as exc:
+        raise click.BadParameter(str(exc), param_hint="--devices") from None
     modes = MODES if mode == "both" else (mode,)
     limits = _walltime_settings()
     expected = walltime.estimate(loaded.settings, modes, limits.costs)

@@ -105,10 +105,9 @@ def run_tag(run_id: str) -> str:
 
 def max_access_ports() -> int:
     """How many ports the access switch gives the stations (``experiments/emulator.toml``)."""
-    from harness.scenario import EXPERIMENTS_DIR
-    from harness.settings import read_toml
+    from harness.emulator import access_switch_settings
 
-    return int(read_toml(EXPERIMENTS_DIR / "emulator.toml")["access_switch"]["max_ports"])
+    return access_switch_settings().max_ports
 
 
 def plan(run_id: str, first_ofport: int, hosts: list[tuple[str, str, str, int]],
@@ -265,10 +264,14 @@ def _configure(s: Station, gateway_ip: str, qdisc: list[str]) -> str:
     # a probe for it to every port. IPv4 only: no IPv6 chatter reaches the access switch.
     _sysctls({f"net/ipv4/conf/{s.intf}/arp_notify": "1", "net/ipv6/conf/all/disable_ipv6": "1",
               f"net/ipv6/conf/{s.intf}/disable_ipv6": "1"})
-    steps = [(["ip", "-n", s.netns, "-batch", "-"],
+    # The worker thread is in the station's namespace and its children inherit it. Not ``ip -n``: that
+    # also unshares a mount namespace, copying one mount per station namespace (/run/netns), so each
+    # call cost more the more stations there were (measured: 21 ms per call at 300 namespaces, 42 ms
+    # at 3,000; the whole configuration took 13.9 s for 1,000 stations and 297 s for 5,000).
+    steps = [(["ip", "-batch", "-"],
               ["link set lo up", f"link set {s.intf} address {s.mac}", f"addr add {s.ip}/{s.prefix} dev {s.intf}",
                f"link set {s.intf} up", f"route add default via {gateway_ip}"]),
-             (["tc", "-n", s.netns, "-batch", "-"], [line.format(dev=s.intf) for line in qdisc])]
+             (["tc", "-batch", "-"], [line.format(dev=s.intf) for line in qdisc])]
     for argv, lines in steps:
         done = subprocess.run(argv, input="\n".join(lines) + "\n", capture_output=True, text=True)
         if done.returncode != 0:

@@ -35,6 +35,8 @@ OPTICAL_PREFIX, WIRELESS_PREFIX = 24, 16
 WIRELESS_SUBNET = "10.1.0.0/16"
 FIRST_DEVICE_HOST_NUMBER = 10  # addresses below are kept for infrastructure on the wireless side
 ROGUE_SUBNET_THIRD_OCTET = 255  # rogue hosts (tests only) sit in 10.1.255.0/24, far from devices
+#: Devices the wireless subnet can number: 10.1.0.10 up to 10.1.254.255, below the rogue hosts' /24.
+MAX_DEVICES = ROGUE_SUBNET_THIRD_OCTET * 256 - FIRST_DEVICE_HOST_NUMBER
 
 #: Interfaces and bridges named once: the gateway's two sides and the wireless access switch.
 GW_OPTICAL_INTF, GW_WIRELESS_INTF = "gw-eth0", "gw-eth1"
@@ -89,7 +91,7 @@ class ServicePorts:
 class Fig1Site:
     """The Fig. 1 site of one run: how many devices, whether the BCN optical switch is in, ports."""
 
-    devices: int = setting(doc="number of FiPy device hosts d1..dN", minimum=1)
+    devices: int = setting(doc="number of FiPy device hosts d1..dN", minimum=1, maximum=MAX_DEVICES)
     optical_switch: bool = setting(False, doc="the BCN optical switch qox2 between qdc1 and qed3")
     rogue_hosts: int = setting(0, doc="uninventoried stations r1..rN on the access switch (tests)", minimum=0)
     ports: ServicePorts = field(default_factory=ServicePorts)

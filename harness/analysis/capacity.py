@@ -48,7 +48,7 @@ POINT_COLUMNS = ("point", "loss_db", "paper_rate_bps", "model_rate_bps", "residu
 
 
 def _default_rate() -> Callable[[float, Mapping], float]:
-    from harness.qkd.rate import secret_key_rate  # the shared contract (helpers-brief.md)
+    from harness.qkd.rate import secret_key_rate  # one rate model for the run and the analysis
     return secret_key_rate
 
 

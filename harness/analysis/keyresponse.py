@@ -1,7 +1,7 @@
 """Clavis2 KeyResponse datagrams in a capture (what the paper's Fig. 2e shows in Wireshark).
 
 Layout (reference.md §3, after the Bristol cqptoolkit driver's ``Clavis.h``), 62 bytes, packed,
-little-endian as fixed by the project contract (helpers-brief.md)::
+little-endian, as ``harness/qkd/clavis.py`` writes it::
 
     offset size field
          0    1 type            (1 = response, 0 = request)

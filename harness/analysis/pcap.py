@@ -7,7 +7,7 @@ split over several segments (and segments may be retransmitted, reordered or mis
 capture). For each client-to-broker TCP stream we put the
 payload bytes in sequence-number order, drop retransmitted bytes, and cut the byte stream into MQTT
 packets by their fixed header (MQTT 3.1.1 §2.2, MQTT 5 §2.1). A PUBLISH whose payload is a qiot
-reading (JSON, helpers-brief.md) becomes one row. Its capture time is the time of the segment that
+reading (JSON, ``harness/devicecrypto.py``) becomes one row. Its capture time is the time of the segment that
 completed it, i.e. when the broker side could first have read the whole message.
 
 A hole in the captured byte stream (a segment the capture missed) is counted in

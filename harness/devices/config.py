@@ -18,7 +18,8 @@ from harness.settings import setting
 class DeviceSettings:
     """The scenario's ``[devices]`` table."""
 
-    count: int = setting(3, doc="number of devices", minimum=1, maximum=5000)
+    count: int = setting(3, doc="number of devices (an emulated run allows what fits into the machine's "
+                                "memory: harness/emulator.py)", minimum=1)
     wake_period_s: float = setting(doc="a device wakes, reads its sensors and publishes every period, emulated s",
                                    minimum=0.1)
     mqtt_qos: int = setting(1, doc="MQTT QoS of the readings", choices=(0, 1, 2))

@@ -27,22 +27,15 @@ from harness.daemon import Daemon, python_daemon
 from harness.devices.agent import DeviceAgent, SentRecord
 from harness.devices.scheduler import WakeScheduler
 from harness.devices.transport import NetworkTransport
+from harness.emulator import fleet_settings
 from harness.energy import DeviceProfile, IntervalRow, write_energy_csv
 from harness.energy.wakecycle import assumed_outcome, check_plan
 from harness.health import Reservoir, percentile
 from harness.enums import Mode, values
 from harness.netns import enter_namespace
 
-#: Most wakes in flight at once. A wake spends ~tens of ms waiting on the network; 64 threads cover
-#: hundreds of wakes per second (engineering choice, not a device property).
-MAX_WORKERS = 64
 #: fleet.json is rewritten this often (wall s) while the fleet runs: a killed fleet keeps its figures.
 SNAPSHOT_EVERY_S = 5
-#: The interpreter hands its lock between threads this often (s; Python's default is 0.005). Wake
-#: threads mostly wait on sockets and each return from a system call waits for the lock: a shorter
-#: interval keeps an overloaded fleet's hand-offs from piling up (engineering choice, measured below
-#: in the scaling notes, docs/scaling.md).
-SWITCH_INTERVAL_S = 0.001
 
 
 class ExchangeStats:
@@ -79,16 +72,19 @@ class ExchangeStats:
         return sum(self.step_sum_s.values())
 
     def as_dict(self) -> dict:
+        # Copied under the lock, computed outside it: wake threads must not wait for percentiles.
         with self._lock:
-            samples = self.excess_ms.values
-            return {"count": self.excess_ms.seen, "failed": self.failed, "excess_sum_s": round(self.excess_sum_s, 3),
-                    "excess_p50_ms": percentile(samples, 50), "excess_p95_ms": percentile(samples, 95),
-                    "excess_max_ms": max(self.step_max_ms.values(), default=0.0),
-                    "by_step": {name: {"count": r.seen, "excess_p50_ms": percentile(r.values, 50),
-                                       "excess_p95_ms": percentile(r.values, 95),
-                                       "excess_max_ms": self.step_max_ms[name],
-                                       "excess_sum_s": round(self.step_sum_s[name], 3)}
-                                for name, r in sorted(self.by_step.items())}}
+            count, failed, samples = self.excess_ms.seen, self.failed, list(self.excess_ms.values)
+            steps = {name: (r.seen, list(r.values), self.step_max_ms[name], self.step_sum_s[name])
+                     for name, r in sorted(self.by_step.items())}
+        return {"count": count, "failed": failed,
+                "excess_sum_s": round(sum(total for *_, total in steps.values()), 3),
+                "excess_p50_ms": percentile(samples, 50), "excess_p95_ms": percentile(samples, 95),
+                "excess_max_ms": max((peak for _, _, peak, _ in steps.values()), default=0.0),
+                "by_step": {name: {"count": seen, "excess_p50_ms": percentile(values, 50),
+                                   "excess_p95_ms": percentile(values, 95), "excess_max_ms": peak,
+                                   "excess_sum_s": round(total, 3)}
+                            for name, (seen, values, peak, total) in steps.items()}}
 
 
 class CsvSink:
@@ -189,7 +185,7 @@ def run_fleet(config, mode: str, clock: EmulatedClock, stop: threading.Event) ->
     missing = [agent.device_id for agent in agents if agent.device_id not in hosts]
     if missing:
         raise ValueError(f"no namespace for devices {', '.join(missing[:5])} in hosts.json")
-    scheduler = WakeScheduler(clock, workers=min(MAX_WORKERS, len(agents)),
+    scheduler = WakeScheduler(clock, workers=min(fleet_settings().max_workers, len(agents)),
                               enter=lambda agent: enter_namespace(hosts[agent.device_id]), stop=stop)
     print(f"READY devices={len(agents)}", flush=True)
     done = threading.Event()
@@ -255,7 +251,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     clock = EmulatedClock(args.clock_epoch, config.run.time_scale)
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     report = run_fleet(config, _mode_of(args.role), clock, stop)
     for failure in report["failures"]:
         print(f"fleet: device failed: {failure}", flush=True)

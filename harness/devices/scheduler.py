@@ -62,7 +62,8 @@ class VirtualClock:
 
 @dataclass
 class LagStats:
-    """How late wakes started against their scheduled emulated time (emulated seconds)."""
+    """How late wakes started against their scheduled emulated time (emulated seconds), overall and
+    per minute of emulated time (which shows a start-up backlog draining apart from a steady lag)."""
 
     wakes: int = 0
     total_s: float = 0.0
@@ -70,24 +71,52 @@ class LagStats:
     late_wakes: int = 0  # wakes that started later than ``late_threshold_s``
     late_threshold_s: float = 1.0
     samples: Reservoir = field(default_factory=lambda: Reservoir(100_000))
+    by_minute: dict[int, Reservoir] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, lag_s: float) -> None:
+    #: Lag samples kept per emulated minute (a uniform sample of the minute's wakes).
+    MINUTE_SAMPLES = 2_000
+    #: Consecutive minutes are reported together until they hold this many wakes: a percentile of a
+    #: handful of wakes is their maximum, and one late wake of a small fleet is not a backlog.
+    WINDOW_WAKES = 100
+
+    def add(self, lag_s: float, t_emul: float = 0.0) -> None:
         with self._lock:
             self.wakes += 1
             self.total_s += lag_s
             self.max_s = max(self.max_s, lag_s)
             self.late_wakes += lag_s > self.late_threshold_s
             self.samples.add(lag_s)
+            minute = int(t_emul // 60.0)
+            if minute not in self.by_minute:
+                self.by_minute[minute] = Reservoir(self.MINUTE_SAMPLES, seed=minute)
+            self.by_minute[minute].add(lag_s)
 
     def as_dict(self, time_scale: float = 1.0) -> dict:
-        """The figures, in emulated seconds and (divided by ``time_scale``) in wall seconds."""
+        """The figures, in emulated seconds and (divided by ``time_scale``) in wall seconds;
+        ``windows``: runs of emulated minutes of at least :attr:`WINDOW_WAKES` wakes (the last may
+        hold fewer), each ``[first minute, last minute, wakes, p95 lag in wall s]``."""
         with self._lock:
-            p95 = percentile(self.samples.values, 95)
+            values = list(self.samples.values)
+            minutes = [(m, r.seen, list(r.values)) for m, r in sorted(self.by_minute.items())]
+        p95 = percentile(values, 95)
+        windows, current = [], None
+        for minute, seen, lags in minutes:
+            if current is None:
+                current = [minute, minute, 0, []]
+            current[1], current[2] = minute, current[2] + seen
+            current[3] += lags
+            if current[2] >= self.WINDOW_WAKES:
+                windows.append(current)
+                current = None
+        if current is not None:
+            windows.append(current)
         return {"wakes": self.wakes, "mean_s": self.total_s / self.wakes if self.wakes else 0.0,
                 "p95_s": p95, "max_s": self.max_s, "late_wakes": self.late_wakes,
                 "late_threshold_s": self.late_threshold_s, "p95_wall_s": p95 / time_scale,
-                "max_wall_s": self.max_s / time_scale}
+                "max_wall_s": self.max_s / time_scale,
+                "windows": [[first, last, wakes, round(percentile(lags, 95) / time_scale, 4)]
+                            for first, last, wakes, lags in windows]}
 
 
 class WakeScheduler:
@@ -160,7 +189,7 @@ class WakeScheduler:
 
     def _wake(self, agent: Agent, t_wake: float, end_s: float) -> float | None:
         """One wake of one agent, its lag recorded; a failing agent is reported and not rescheduled."""
-        self.lag.add(max(0.0, self.clock.now() - t_wake))
+        self.lag.add(max(0.0, self.clock.now() - t_wake), t_wake)
         try:
             if self.enter is not None:
                 self.enter(agent)

@@ -30,7 +30,7 @@ from harness.energy.profile import DeviceProfile
 STATES = ("deep_sleep", "cpu", "radio_tx", "radio_listen")
 #: States during which the radio is on (numerator of the RDC).
 RADIO_ON_STATES = ("radio_tx", "radio_listen")
-#: energy.csv columns (shared contract in docs/helpers-brief.md).
+#: energy.csv columns (documented in docs/results.md).
 ENERGY_CSV_COLUMNS = (["device", "interval", "t_start_s", "t_end_s"] + [f"t_{s}_s" for s in STATES]
                       + ["rdc", "energy_j", "avg_current_ma", "battery_life_days"])
 
