@@ -8,9 +8,9 @@ machine (``experiments/health.toml``, each threshold with how it was derived):
 
 - ``wake_lag_steady_p95_s`` and ``startup_share``: how late device wakes started against their
   emulated time, in wall seconds (the fleet's scheduler, per window of emulated minutes holding
-  at least a hundred wakes). Devices that all make
-  their first key exchange within the first wake period can leave a backlog that drains over some
-  minutes; the lag once it has drained (the worst minute's 95th percentile from then on) is judged
+  at least a hundred wakes). Devices that all make their first key exchange within the first wake
+  period can leave a backlog that drains over some minutes; the lag once it has drained (the worst
+  window's 95th percentile from then on) is judged
   against ``wake_lag_p95_s``, and the time it took to drain, as a share of the mode, against
   ``startup_share``. A late start does not itself bias the figures (a wake is charged at its
   scheduled time; what the network took is the host share below), but a run that spends most of
@@ -56,7 +56,7 @@ class HealthThresholds:
     """Where a figure stops being healthy (``experiments/health.toml`` gives each one's measurement)."""
 
     wake_lag_p95_s: float = setting(doc="device wakes late by more than this (wall s, 95th percentile of each "
-                                        "emulated minute once a start-up backlog has drained)", above=0.0)
+                                        "window of >= 100 wakes once a start-up backlog has drained)", above=0.0)
     startup_share: float = setting(doc="the start-up backlog took more than this share of the mode to drain",
                                    above=0.0, maximum=1.0)
     exchange_host_share_pct: float = setting(doc="the host's median added time per exchange times the exchanges, "
