@@ -27,7 +27,16 @@ from harness.analysis.rundir import RunDir, RunDirError, open_run, read_json_obj
 
 FORMATS = ("png", "pdf")
 _COLOURS = {"qkd": "tab:blue", "dkg": "tab:red"}
-_FAULT_COLOUR = "tab:orange"
+#: A colour per fault kind (in the order of harness.faults.FaultKind), none of them a mode's.
+_FAULT_PALETTE = ("tab:orange", "tab:purple", "tab:green", "tab:brown", "tab:pink", "tab:olive", "tab:cyan",
+                  "tab:gray")
+
+
+def _fault_colour(kind: str) -> str:
+    from harness.faults import FaultKind
+
+    kinds = [k.value for k in FaultKind]
+    return _FAULT_PALETTE[kinds.index(kind) % len(_FAULT_PALETTE)] if kind in kinds else _FAULT_PALETTE[-1]
 
 
 def provenance(run: RunDir) -> str:
@@ -90,7 +99,7 @@ def _fault_spans(ax, faults: dict[str, list[dict]]) -> None:
         name = f"fault: {kind}" + (f"@{target}" if target not in (None, "") else "")
         if len(modes) < len(faults):
             name += f" ({', '.join(m.upper() for m in modes)})"
-        ax.axvspan(start / 3600, (start + length) / 3600, color=_FAULT_COLOUR, alpha=0.15, lw=0,
+        ax.axvspan(start / 3600, (start + length) / 3600, color=_fault_colour(kind), alpha=0.15, lw=0,
                    label=None if name in labelled else name)
         labelled.add(name)
 

@@ -119,6 +119,17 @@ def test_faults_are_shaded_on_fig2a_to_c(drawn):
     assert not [p for p in drawn(faults=[])["fig2a_rdc"].axes[0].patches if "fault" in p.get_label()]
 
 
+def test_each_fault_kind_has_its_own_colour(drawn):
+    from matplotlib.colors import to_rgb
+
+    faults = [{"kind": kind, "target": "", "at_s": 600.0 * i, "duration_s": 300.0, "injected_wall": 1.0,
+               "recovered_wall": 2.0} for i, kind in enumerate(("fibre_cut", "broker_restart", "fibre_cut"))]
+    ax = drawn(faults=faults)["fig2a_rdc"].axes[0]
+    colours = {p.get_label(): to_rgb(p.get_facecolor()[:3]) for p in ax.patches if str(p.get_label()).startswith("fault")}
+    assert set(colours) == {"fault: fibre_cut", "fault: broker_restart"}
+    assert colours["fault: fibre_cut"] != colours["fault: broker_restart"]
+
+
 def test_short_runs_get_a_curve_not_a_dot(drawn):
     figures = drawn(energy_interval_s=600.0)
     lines = figures["fig2a_rdc"].axes[0].get_lines()
