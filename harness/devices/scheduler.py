@@ -74,8 +74,9 @@ class LagStats:
     by_minute: dict[int, Reservoir] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    #: Lag samples kept per emulated minute (a uniform sample of the minute's wakes).
-    MINUTE_SAMPLES = 2_000
+    #: Lag samples kept per emulated minute (a uniform sample of the minute's wakes): enough for the
+    #: p95 of a window, few enough that a 24 h run's minutes stay small to copy every snapshot.
+    MINUTE_SAMPLES = 200
     #: Consecutive minutes are reported together until they hold this many wakes: a percentile of a
     #: handful of wakes is their maximum, and one late wake of a small fleet is not a backlog.
     WINDOW_WAKES = 100
