@@ -186,7 +186,7 @@ class Daemon:
 
 def python_daemon(config, name: str, module: str, *, host: str | None, requires: tuple[str, ...] = (),
                   ready_timeout_s: float = 20.0, runtime_args: Callable[[], Sequence[str]] | None = None,
-                  stop_signal: int = signal.SIGTERM) -> Daemon:
+                  stop_signal: int = signal.SIGTERM, stop_timeout_s: float = 5.0) -> Daemon:
     """One of qiot's own daemons: ``python -m MODULE --config run.json --role NAME``.
 
     Its pre-start check is the module's own ``check(config, role) -> list[str]``, the validation it
@@ -198,7 +198,7 @@ def python_daemon(config, name: str, module: str, *, host: str | None, requires:
     return Daemon(name=name, host=host, requires=requires, ready_timeout_s=ready_timeout_s,
                   argv=[sys.executable, "-m", module, "--config", str(config.config_file), "--role", name],
                   log_path=config.logs_dir / f"{name}.log", check=check, runtime_args=runtime_args,
-                  stop_signal=stop_signal)
+                  stop_signal=stop_signal, stop_timeout_s=stop_timeout_s)
 
 
 def _signal_group(pid: int, sig: int, group_only: bool = False) -> None:

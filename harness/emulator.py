@@ -35,7 +35,9 @@ class AccessSwitchSettings:
 class FleetSettings:
     """``[fleet]``: the device fleet process (``harness/devices/fleet.py``)."""
 
-    max_workers: int = setting(doc="device wakes in flight at once (threads of the fleet process)", minimum=1)
+    max_workers: int = setting(doc="device wakes in flight at once in one fleet process (its threads)", minimum=1)
+    max_processes: int = setting(doc="fleet processes (shards) at most; a fleet uses one per max_workers "
+                                     "devices up to this", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)

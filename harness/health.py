@@ -188,6 +188,9 @@ def assess(fleet: dict | None, cpu_samples: list[float], shaper: dict | None,
         figures["wake_lag_p95_s"] = fleet["lag"]["p95_wall_s"]
         figures["wake_lag_max_s"] = fleet["lag"]["max_wall_s"]
         figures.update(_steady_lag(fleet["lag"], thresholds.wake_lag_p95_s))
+        if fleet["lag"].get("wakes") and "overrun_wakes" in fleet["lag"]:
+            figures["wake_overrun_share"] = fleet["lag"]["overrun_wakes"] / fleet["lag"]["wakes"]
+            figures.update(_steady_lag(fleet["lag"], thresholds.wake_lag_p95_s, column=4, prefix="wake_lag_host"))
         figures["exchange_excess_p50_ms"] = fleet["exchanges"]["excess_p50_ms"]
         figures["exchange_excess_p95_ms"] = fleet["exchanges"]["excess_p95_ms"]
         figures["exchanges"] = fleet["exchanges"]["count"]
@@ -212,7 +215,7 @@ def assess(fleet: dict | None, cpu_samples: list[float], shaper: dict | None,
                        ("cpu_saturated_fraction", thresholds.cpu_saturated_fraction),
                        ("shaper_late_p95_ms", thresholds.shaper_late_p95_ms)):
         if key in figures and figures[key] > limit:
-            reasons.append(f"{key} {figures[key]:.3g} > {limit:g}")
+            reasons.append(f"{key} {figures[key]:.3g} > {limit:g}{_lag_cause(key, figures, thresholds)}")
     # Without the fleet's own figures (a fleet killed before its first report) nothing says the
     # devices kept up: CPU figures alone can condemn a mode, never clear it.
     measured = bool(fleet)
@@ -222,24 +225,43 @@ def assess(fleet: dict | None, cpu_samples: list[float], shaper: dict | None,
             "reasons": reasons, "measured_at": time.time()}
 
 
-def _steady_lag(lag: dict, limit_s: float) -> dict:
+def _steady_lag(lag: dict, limit_s: float, column: int = 3, prefix: str = "wake_lag") -> dict:
     """The lag once the wakes have caught up: the first window of emulated minutes from which every
-    window's p95 stays within ``limit_s``, the worst p95 from then on, and the share of the mode
-    before it. A fleet report without windows (older runs) is judged on its whole p95."""
-    windows = lag.get("windows")
+    window's p95 (``column`` of a window: 3 the whole lag, 4 the host's part) stays within ``limit_s``,
+    the worst p95 from then on, and the share of the mode before it. A fleet report without windows
+    (older runs) is judged on its whole p95."""
+    windows = [w for w in lag.get("windows") or [] if len(w) > column]
     if not windows:
-        return {"wake_lag_steady_p95_s": lag["p95_wall_s"]}
+        return {f"{prefix}_steady_p95_s": lag["p95_wall_s"]} if column == 3 else {}
     settled = None
-    for first, _last, _wakes, p95 in windows:
-        if p95 > limit_s:
+    for window in windows:
+        if window[column] > limit_s:
             settled = None
         elif settled is None:
-            settled = first
+            settled = window[0]
     start, span = windows[0][0], windows[-1][1] + 1 - windows[0][0]
     if settled is None:  # never caught up: the last window's lag stands for the mode
-        return {"wake_lag_steady_p95_s": windows[-1][3], "wake_lag_caught_up_min": None, "startup_share": 1.0}
-    return {"wake_lag_steady_p95_s": max(p95 for first, _, _, p95 in windows if first >= settled),
-            "wake_lag_caught_up_min": settled, "startup_share": (settled - start) / span}
+        return {f"{prefix}_steady_p95_s": windows[-1][column], f"{prefix}_caught_up_min": None,
+                f"{prefix}_startup_share" if column != 3 else "startup_share": 1.0}
+    return {f"{prefix}_steady_p95_s": max(w[column] for w in windows if w[0] >= settled),
+            f"{prefix}_caught_up_min": settled,
+            f"{prefix}_startup_share" if column != 3 else "startup_share": (settled - start) / span}
+
+
+def _lag_cause(key: str, figures: dict, thresholds: HealthThresholds) -> str:
+    """Why the wakes lagged, where the figures tell: the devices' own wakes outran their wall budget
+    (wake period / time scale: the network is not accelerated) while the host kept up."""
+    if key not in ("wake_lag_steady_p95_s", "startup_share") or "wake_lag_host_steady_p95_s" not in figures:
+        return ""
+    host_ok = (figures["wake_lag_host_steady_p95_s"] <= thresholds.wake_lag_p95_s
+               and figures.get("wake_lag_host_startup_share", 0.0) <= thresholds.startup_share
+               # a wake's duration counts as its device's: a host that slowed the wakes down shows here
+               and figures.get("cpu_saturated_fraction", 0.0) <= thresholds.cpu_saturated_fraction
+               and figures.get("exchange_host_share_pct", 0.0) <= thresholds.exchange_host_share_pct)
+    if not host_ok:
+        return " (the host fell behind)"
+    return (f" (the devices' own wakes outran wake period / time scale in {figures['wake_overrun_share']:.1%} "
+            f"of wakes, the host kept up: a lower --time-scale keeps the schedule)")
 
 
 def worst(modes: dict[str, dict]) -> dict:

@@ -66,6 +66,7 @@ class QiotNetwork:
     access_switch: str = ""
     run_id: str = ""
     timings: dict = field(default_factory=dict)    # how long each phase of attaching the stations took
+    sysctls_raised: dict = field(default_factory=dict)  # host settings the stations needed: {key: [before, after]}
 
     def host(self, name: str):
         """A Mininet host (dc, alice, gw) or a station (device, rogue): both have ``cmd``/``popen``."""
@@ -159,6 +160,7 @@ def build(topo, caps: Capabilities, controller_port: int, state: RunState, cell=
             planned, access_switch, gateway_ip, shape = cell
             result.access_switch, result.run_id = access_switch, state.run_id
             result.stations = {s.name: s for s in planned}
+            result.sysctls_raised = cells.size_neighbour_table(len(planned))
             result.timings = cells.attach(planned, access_switch, gateway_ip, shape, netem=caps.shaping == "netem",
                                           state=state)
     except BaseException:

@@ -30,6 +30,7 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from harness.links import WirelessShape
 from harness.state import RunState, interface_alias
@@ -213,6 +214,36 @@ def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: 
         raise StationError(f"{len(failures)} station(s) could not be configured; first: {failures[0]}")
     phase("configure_s")
     return timings
+
+
+#: ARP entries a station costs the kernel: its own for the gateway, and the gateway's for it.
+NEIGHBOURS_PER_STATION = 2
+#: Entries kept spare beyond the stations' (the infrastructure's hosts, rogue stations, churn).
+NEIGHBOUR_SPARE = 4096
+NEIGHBOUR_SYSCTLS = ("net/ipv4/neigh/default/gc_thresh1", "net/ipv4/neigh/default/gc_thresh2",
+                     "net/ipv4/neigh/default/gc_thresh3")
+
+
+def size_neighbour_table(stations: int, proc_sys: Path = Path("/proc/sys")) -> dict[str, list[int]]:
+    """Linux keeps one ARP table for every namespace, capped by ``gc_thresh3`` (1024 on a stock
+    kernel); past it the kernel evicts entries and drops packets ("neighbour table overflow"). Raise
+    the three thresholds (never lower them) so every station's two entries fit under the soft limit
+    ``gc_thresh2`` (above it the kernel collects idle entries and devices re-resolve at each wake),
+    with ``gc_thresh1`` at half and ``gc_thresh3`` at twice that; returns ``{sysctl: [before, after]}`` of what it changed (the run records it)."""
+    needed = NEIGHBOURS_PER_STATION * stations + NEIGHBOUR_SPARE
+    changed = {}
+    for key, want in zip(NEIGHBOUR_SYSCTLS, (needed // 2, needed, 2 * needed)):
+        try:
+            before = int((proc_sys / key).read_text())
+        except (OSError, ValueError):
+            continue
+        if before < want:
+            try:
+                (proc_sys / key).write_text(str(want))
+            except OSError:  # a read-only /proc/sys (a container): the run goes on, as the kernel allows
+                continue
+            changed[key] = [before, want]
+    return changed
 
 
 def _sysctls(values: dict[str, str]) -> None:

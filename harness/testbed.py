@@ -161,6 +161,7 @@ class Testbed:
                                      cell=(planned, site.access_switch, site.gw_wireless_ip, self.config.wireless))
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
             self.facts["stations_s"] = self.net.timings
+            self.facts["sysctls_raised"] = self.net.sysctls_raised
             self.stop.check()
             self.config.write_hosts(self.net.namespaces())
             if self.caps.shaping == "nfqueue":

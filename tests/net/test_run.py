@@ -102,9 +102,9 @@ def test_run_both_modes_end_to_end(network_ok, tmp_path):
 
 
 def test_an_overloaded_emulation_is_marked_degraded_not_silently_completed(network_ok, tmp_path):
-    # 30 devices waking every 60 s at 600x ask for 300 wakes per wall second; one fleet process on
-    # this machine does ~50 (measured: 100 devices at 600x, 24,000 wakes in 9.5 min). The wakes start
-    # seconds late, so the run must say it fell behind.
+    # 30 devices waking every 60 s at 600x ask for 300 wakes per wall second, and give each device
+    # 0.1 wall s per wake, less than a wake takes whenever TCP retransmits (>= 200 ms). The fleet runs
+    # as two shards of 15 devices; the wakes start seconds late, so the run must say it fell behind.
     proc = qiot_run(tmp_path, "--hours", "0.2", "--time-scale", "600", "--mode", "qkd", "--devices", "30")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
@@ -118,6 +118,13 @@ def test_an_overloaded_emulation_is_marked_degraded_not_silently_completed(netwo
     assert figures["wake_lag_steady_p95_s"] > verdict["modes"]["qkd"]["thresholds"]["wake_lag_p95_s"]
     assert figures["startup_share"] == 1.0
     assert any(r.startswith("qkd: wake_lag_steady_p95_s") for r in verdict["reasons"])
+    # Both shards hosted their devices to the end, and every wake's reading is in the one sent.csv.
+    fleet = json.loads((run_dir / "qkd" / "fleet.json").read_text())
+    assert fleet["shards"] == 2 and fleet["complete"], fleet["by_shard"]
+    assert [s["devices"] for s in fleet["by_shard"]] == [15, 15]
+    assert all(s["exit_code"] == 0 for s in fleet["by_shard"])
+    sent = pd.read_csv(run_dir / "qkd" / "sent.csv")
+    assert len(sent) == fleet["lag"]["wakes"] and sent["device"].nunique() == 30
     compared = subprocess.run(QIOT + ["compare", str(run_dir)], capture_output=True, text=True, timeout=120)
     assert "DEGRADED" in compared.stdout, compared.stdout
 

@@ -133,3 +133,20 @@ def test_one_late_wake_of_a_small_fleet_is_not_a_backlog():
     verdict = health.assess(fleet, [], None, health.load_thresholds(), radio_on_s=1e6)
     assert verdict["status"] == health.OK, verdict["reasons"]
     assert verdict["figures"]["startup_share"] == 0.0
+
+
+def test_a_lag_the_devices_own_overruns_explain_names_the_time_scale_not_the_host():
+    fleet = _fleet(1.0)
+    # Every window's whole lag 0.8 s, of it the host's 0.02 s: the devices' wakes outran their budget.
+    fleet["lag"] = {"p95_wall_s": 0.8, "max_wall_s": 2.0, "wakes": 30_000, "overrun_wakes": 1_800,
+                    "windows": [[i, i, 1000, 0.8, 0.02] for i in range(30)]}
+    verdict = health.assess(fleet, [], None, health.load_thresholds(), radio_on_s=1e6)
+    assert verdict["status"] == health.DEGRADED  # the schedule was not kept: still degraded
+    assert verdict["figures"]["wake_overrun_share"] == pytest.approx(0.06)
+    assert verdict["figures"]["wake_lag_host_steady_p95_s"] == pytest.approx(0.02)
+    assert any("outran wake period / time scale in 6.0%" in r and "lower --time-scale" in r
+               for r in verdict["reasons"]), verdict["reasons"]
+    # The host's own lag too: the reason says so.
+    fleet["lag"]["windows"] = [[i, i, 1000, 0.8, 0.7] for i in range(30)]
+    verdict = health.assess(fleet, [], None, health.load_thresholds(), radio_on_s=1e6)
+    assert any("(the host fell behind)" in r for r in verdict["reasons"]), verdict["reasons"]
