@@ -15,7 +15,10 @@ machine (``experiments/health.toml``, each threshold with how it was derived):
   ``startup_share``. A late start does not itself bias the figures (a wake is charged at its
   scheduled time; what the network took is the host share below), but a run that spends most of
   its time catching up does not run at the emulated pace. The whole mode's p95 and maximum, and the
-  minute the wakes caught up, are reported beside them;
+  minute the wakes caught up, are reported beside them; so is the part of the lag that was the
+  devices' own (a wake that took longer than wake period / time scale of wall time delays its
+  device's next one: the network is not accelerated) and the host's part, and a degraded reason
+  says which of the two it was (``_lag_cause``);
 - ``exchange_host_share_pct``: what the host adds to the devices' network exchanges beyond what the
   shaped link's round trips and air time explain, as a share of the devices' radio-on time: the bias
   the host can have put into the radio duty cycle, so its threshold is set against the effect being

@@ -227,8 +227,8 @@ class ShardSet:
             states = self.aggregate.shards.values()
             if all(s.ready for s in states):
                 return True
-            if any(s.exit_code is not None for s in states):
-                return False
+            if any(s.exit_code is not None and not s.ready for s in states):
+                return False  # died before it was ready (one that ran to its end already is fine)
             time.sleep(0.05)
         return False
 

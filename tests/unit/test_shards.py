@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -152,3 +153,70 @@ def test_a_busy_host_is_the_hosts_lag_even_when_it_carries_over_to_the_next_wake
     assert report["wakes"] == 90 and report["max_s"] > 50.0
     assert report["overrun_wakes"] == 0
     assert report["host_p95_wall_s"] == pytest.approx(report["p95_wall_s"])
+
+
+# Stand-in shards: real processes speaking the protocol (what a shard does with devices is tested
+# above and in the real-network tier; here, how the coordinator starts, reads and stops them).
+SHARD_SCRIPT = r"""
+import signal, sys, time
+index, count, behaviour = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+stopped = []
+signal.signal(signal.SIGTERM, lambda *_: stopped.append(1))
+if behaviour == "crash":
+    sys.exit(3)
+print("READY devices=2", flush=True)
+for i in range(100):
+    print(f"W {i * 60.0:.3f} 0.0100 0.0000", flush=True)
+if behaviour == "wait":
+    while not stopped:
+        time.sleep(0.05)
+print("C 1.5 40.0", flush=True)
+print("END", flush=True)
+"""
+
+
+def _shard_set(behaviour: str, count: int = 3) -> shards.ShardSet:
+    import sys
+
+    profile = DeviceProfile.load("fipy-micropython")
+    aggregate = shards.Aggregate(exchanges=ExchangeStats(profile, 0.01))
+    return shards.ShardSet(lambda k, n: [sys.executable, "-c", SHARD_SCRIPT, str(k), str(n),
+                                         behaviour if k == 1 else "run"], count, aggregate)
+
+
+def test_the_coordinator_reads_every_shard_to_its_end():
+    shard_set = _shard_set("run")
+    shard_set.start()
+    stop = threading.Event()
+    assert shard_set.wait_ready(20.0, stop)
+    shard_set.wait(stop)
+    aggregate = shard_set.aggregate
+    assert aggregate.lag.wakes == 300 and aggregate.failures == []
+    assert all(s.ended and s.exit_code == 0 and s.cpu_s == 1.5 for s in aggregate.shards.values())
+
+
+def test_a_shard_that_dies_before_it_is_ready_fails_the_start_with_its_exit_code():
+    shard_set = _shard_set("crash")
+    shard_set.start()
+    stop = threading.Event()
+    assert not shard_set.wait_ready(20.0, stop)
+    stop.set()
+    shard_set.wait(stop)
+    assert any("shard 1/3: exited with code 3 before the end" in f for f in shard_set.aggregate.failures)
+    # The others are stopped with it (the fleet fails as a whole), none left running.
+    assert not shard_set.aggregate.shards[1].ended
+    assert all(proc.poll() is not None for proc in shard_set.procs)
+
+
+def test_a_stopped_fleet_stops_its_shards_and_keeps_what_they_said():
+    shard_set = _shard_set("wait")
+    shard_set.start()
+    stop = threading.Event()
+    assert shard_set.wait_ready(20.0, stop)
+    threading.Timer(0.5, stop.set).start()
+    started = time.monotonic()
+    shard_set.wait(stop)
+    assert time.monotonic() - started < shards.STOP_GRACE_S  # stopped by SIGTERM, not killed
+    waiting = shard_set.aggregate.shards[1]
+    assert waiting.ended and waiting.exit_code == 0 and waiting.cpu_s == 1.5
+    assert shard_set.aggregate.lag.wakes == 300
