@@ -258,7 +258,7 @@ def run_shard(config, mode: str, clock: EmulatedClock, stop: threading.Event, sh
     return list(scheduler.failures)
 
 
-def coordinate(config, mode: str, clock_epoch: float, stop: threading.Event, argv_for) -> dict:
+def coordinate(config, mode: str, stop: threading.Event, argv_for) -> dict:
     """Run the fleet of ``mode`` as shard processes (``argv_for(k, K)`` starts shard k of K) until
     every device reached the end of the mode or ``stop`` is set; return the fleet's report."""
     settings = fleet_settings()
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                 *(["--log-level", args.log_level] if args.log_level else [])]
 
     try:
-        report = coordinate(config, mode, args.clock_epoch, stop, argv_for)
+        report = coordinate(config, mode, stop, argv_for)
     except (RuntimeError, InterruptedError) as exc:
         print(f"error: fleet: {exc}", file=sys.stderr)
         return 1

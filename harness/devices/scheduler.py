@@ -156,7 +156,7 @@ class WakeScheduler:
         self.stop = stop or threading.Event()
         self.lag = lag if lag is not None else LagStats()
         self.failures: list[str] = []
-        # Each device's last wake: (scheduled time, the device's own part of its lag, when it ended).
+        # Each device's last wake: (scheduled time, the device's own part of its lag, how long it took).
         self._last: dict[str, tuple[float, float, float]] = {}
 
     def run(self, agents: Sequence[Agent], end_s: float) -> None:
