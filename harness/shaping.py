@@ -30,14 +30,14 @@ UPLINK_QUEUE, DOWNLINK_QUEUE = 1, 2
 def describe(mechanism: str, fibre_delay_ms: float) -> dict:
     """What the run's metadata says about shaping: the mechanism and where each effect is applied."""
     if mechanism == "netem":
-        return {"mechanism": "netem", "wireless": "tc netem + htb on both ends of each device link",
+        return {"mechanism": "netem", "wireless": "tc netem under a tbf rate on both ends of each device link",
                 "fibre_delay_ms": fibre_delay_ms, "fibre_delay_emulated": True}
     return {"mechanism": "nfqueue",
             "wireless_delay": f"NFQUEUE {UPLINK_QUEUE} (uplink, gw PREROUTING) and {DOWNLINK_QUEUE} "
                               "(downlink, gw POSTROUTING) held by harness.shaper, FIFO release",
             "wireless_loss": "uplink: iptables statistic DROP at gw PREROUTING; downlink: nftables numgen DROP "
                              "on the cells' bridges, frames forwarded to a station",
-            "wireless_rate": "htb on both ends of each station's link",
+            "wireless_rate": "tbf on both ends of each station's link",
             "fibre_delay_ms": fibre_delay_ms,
             # Tens of microseconds: below what a userspace queue can hold a packet for accurately.
             "fibre_delay_emulated": False}

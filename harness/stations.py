@@ -29,6 +29,7 @@ import shlex
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,12 +150,23 @@ def _batch(tool: list[str], lines: list[str], what: str) -> None:
         raise StationError(f"{what}: {' '.join(tool)} -batch failed: {done.stderr.strip()[-300:]}")
 
 
+def cells_netns(run_id: str) -> str:
+    """The namespace holding a run's cells: their bridges and the cell side of every station's link."""
+    return f"{NETNS_PREFIX}{run_tag(run_id)}-cells"
+
+
 def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: WirelessShape, netem: bool,
            state: RunState) -> dict[str, float]:
     """Make every station and cell and plug the cells into ``access_switch``; how long each phase took.
 
     ``netem``: the kernel has netem (delay, jitter and loss on both ends of each link, as Mininet's
     ``TCLink`` would); otherwise only the rate here, and the downlink loss by nftables.
+
+    The cells live in a namespace of their own (:func:`cells_netns`); the root namespace holds only the
+    access-switch end of each cell's uplink. Why: Open vSwitch lists every root interface whenever one
+    changes, and for each veth whose other end is in another namespace the kernel looks that namespace
+    up among all of them: 13,000 station ports in the root made every such listing cost 13,000 x 13,000
+    steps, and ovs-vswitchd took 30 % of the machine while stations were made (perf, 5,000 stations).
     """
     timings, started = {}, time.monotonic()
 
@@ -163,37 +175,47 @@ def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: 
         timings[name] = round(time.monotonic() - started, 3)
         started = time.monotonic()
 
-    alias = interface_alias(state.run_id)
+    alias, cells_ns = interface_alias(state.run_id), cells_netns(state.run_id)
     ports = {cell: f"{access_switch}-eth{ofport}" for cell, ofport in cells(stations).items()}
-    for cell in ports:
-        state.record_interface(bridge(cell))
-        state.record_interface(uplink(cell))
+    state.record_named_netns(cells_ns)
+    for port in ports.values():
+        state.record_interface(port)
     for station in stations:
         state.record_named_netns(station.netns)
+    root = [f"netns add {cells_ns}"] + [f"netns add {s.netns}" for s in stations]
     made, up = [], []
     for cell, port in ports.items():
-        made += [f"link add {bridge(cell)} type bridge", f"link set dev {bridge(cell)} alias {alias}",
-                 f"link add {uplink(cell)} type veth peer name {port}", f"link set dev {uplink(cell)} alias {alias}",
-                 f"link set dev {port} alias {alias}", f"link set dev {uplink(cell)} master {bridge(cell)}"]
-        up += [f"link set dev {uplink(cell)} up", f"link set dev {port} up", f"link set dev {bridge(cell)} up"]
+        root += [f"link add {port} type veth peer name {uplink(cell)} netns {cells_ns}",
+                 f"link set dev {port} alias {alias}", f"link set dev {port} up"]
+        made += [f"link add {bridge(cell)} type bridge", f"link set dev {uplink(cell)} master {bridge(cell)}"]
+        up += [f"link set dev {uplink(cell)} up", f"link set dev {bridge(cell)} up"]
     for s in stations:
-        made += [f"netns add {s.netns}", f"link add {s.port} type veth peer name {s.intf} netns {s.netns}",
-                 f"link set dev {s.port} alias {alias}", f"link set dev {s.port} master {bridge(s.cell)}",
+        made += [f"link add {s.port} type veth peer name {s.intf} netns {s.netns}",
+                 f"link set dev {s.port} master {bridge(s.cell)}",
                  # client isolation: a cell's stations reach only its uplink
                  f"link set dev {s.port} type bridge_slave isolated on"]
         up.append(f"link set dev {s.port} up")
-    _batch(["ip"], made, "stations")
     # The wiring of the cells is not a host: no IPv6 of its own (router solicitations, MLD) reaching
-    # the access switch, where the controller would take each such frame for a rogue station.
-    _sysctls({f"net/ipv6/conf/{name}/disable_ipv6": "1" for name in
-              [s.port for s in stations] + [n for c, p in ports.items() for n in (bridge(c), uplink(c), p)]})
-    # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go unanswered
-    # until tx offload is off (platform-notes). The uplink is where a cell's frames leave the kernel.
-    for cell in ports:
-        subprocess.run(["ethtool", "-K", uplink(cell), "tx", "off"], capture_output=True)
-    state.record_nft_table("bridge", loss_table(state.run_id))
-    _bridge_rules(loss_table(state.run_id), shape.loss_pct if not netem else 0.0)  # before the bridges are up
-    _batch(["ip"], up, "cells")
+    # the access switch, where the controller would take each such frame for a rogue station. Nor are
+    # the stations IPv6 hosts, and each announces itself when its link comes up (see _configure).
+    with station_defaults() as inherited:
+        _batch(["ip"], root, "stations")
+    if not inherited:
+        _sysctls({f"net/ipv6/conf/{port}/disable_ipv6": "1" for port in ports.values()})
+    qdisc = _qdisc_lines(shape, netem)
+
+    def wire_cells() -> None:  # in the cells' namespace (a thread of its own: its children inherit it)
+        _sysctls({"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"})
+        _batch(["ip"], made, "cells")
+        # Userspace OVS does not fill in checksums the kernel left to the NIC: TCP SYNs go unanswered
+        # until tx offload is off (platform-notes). The uplink is where a cell's frames leave the kernel.
+        for cell in ports:
+            subprocess.run(["ethtool", "-K", uplink(cell), "tx", "off"], capture_output=True)
+        _bridge_rules(loss_table(state.run_id), shape.loss_pct if not netem else 0.0)  # before the bridges are up
+        _batch(["ip"], up, "cells")
+        _batch(["tc"], [line.format(dev=s.port) for s in stations for line in qdisc], "downlink shaping")
+
+    _in_namespace(f"/run/netns/{cells_ns}", wire_cells)
     phase("links_s")
     items = sorted(ports.items())
     for start in range(0, len(items), PORTS_PER_TRANSACTION):
@@ -205,15 +227,26 @@ def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: 
         if done.returncode != 0:
             raise StationError(f"cells: adding ports to {access_switch} failed: {done.stderr.strip()[-300:]}")
     phase("switch_ports_s")
-    qdisc = _qdisc_lines(shape, netem)
-    _batch(["tc"], [line.format(dev=s.port) for s in stations for line in qdisc], "downlink shaping")
-    phase("root_side_shaping_s")
+    if inherited and stations:  # one read: did the kernel really copy the defaults?
+        inherited = _in_namespace(stations[0].namespace_path, lambda: _announces(stations[0]))
     with ThreadPoolExecutor(PARALLEL_EXECS) as pool:
-        failures = [f for f in pool.map(lambda s: _configure(s, gateway_ip, qdisc), stations) if f]
+        failures = [f for f in pool.map(lambda s: _configure(s, gateway_ip, qdisc, inherited), stations) if f]
     if failures:
         raise StationError(f"{len(failures)} station(s) could not be configured; first: {failures[0]}")
     phase("configure_s")
     return timings
+
+
+def _in_namespace(path: str, work):
+    """``work()`` in a thread that entered the network namespace at ``path``; its result."""
+    from harness.netns import enter_namespace
+
+    def run():
+        enter_namespace(path)
+        return work()
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(run).result()
 
 
 #: ARP entries a station costs the kernel: its own for the gateway, and the gateway's for it.
@@ -246,6 +279,54 @@ def size_neighbour_table(stations: int, proc_sys: Path = Path("/proc/sys")) -> d
     return changed
 
 
+#: What the stations' wiring starts with while it is made: an announcement when a link comes up
+#: (``_configure`` says why), and no IPv6 on the root-side pieces (``attach`` says why).
+STATION_DEFAULTS = {"net/ipv4/conf/default/arp_notify": "1", "net/ipv6/conf/default/disable_ipv6": "1"}
+#: A new namespace copies the ``all``/``default`` settings of the namespace that makes it (3, Linux
+#: >= 6.x) or of the kernel's first one (1, Linux >= 5.1: the same when qiot runs there). Linux does
+#: not carry ``disable_ipv6`` over (the ipv6 module's own default wins), hence ``addrgenmode none``.
+INHERIT_SYSCTL = "net/core/devconf_inherit_init_net"
+
+
+@contextmanager
+def station_defaults(proc_sys: Path = Path("/proc/sys")):
+    """While the stations are made, new namespaces and interfaces start with :data:`STATION_DEFAULTS`;
+    yields whether they may (False: a kernel without ``devconf_inherit_init_net``, or a read-only
+    /proc/sys; then each station is configured one sysctl at a time). Restored on the way out.
+
+    Why: Linux keeps one /proc/sys directory entry per namespace for each of ``net/ipv4/conf``,
+    ``net/ipv6/conf``, ... under one shared parent, so every lookup walks all namespaces' entries of
+    that name: one write of a station's sysctl cost more the more stations there were (measured here:
+    three writes per station took 2.5 s per 1,000 stations at 1,000, 27 s per 1,000 at 8,000). Inherited
+    defaults cost no lookup at all."""
+    before: dict[str, str] = {}
+    try:
+        for key in (INHERIT_SYSCTL, *STATION_DEFAULTS):
+            before[key] = (proc_sys / key).read_text().strip()
+        try:
+            (proc_sys / INHERIT_SYSCTL).write_text("3")
+        except OSError:  # a kernel before "copy from the current namespace"
+            (proc_sys / INHERIT_SYSCTL).write_text("1")
+        for key, value in STATION_DEFAULTS.items():
+            (proc_sys / key).write_text(value)
+    except OSError:
+        _restore(proc_sys, before)
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _restore(proc_sys, before)
+
+
+def _restore(proc_sys: Path, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        try:
+            (proc_sys / key).write_text(value)
+        except OSError:
+            pass
+
+
 def _sysctls(values: dict[str, str]) -> None:
     """Write ``/proc/sys`` entries of the calling thread's namespace (missing ones are skipped)."""
     for key, value in values.items():
@@ -274,33 +355,42 @@ def _bridge_rules(table: str, loss_pct: float) -> None:
 
 
 def _qdisc_lines(shape: WirelessShape, netem: bool) -> list[str]:
-    """``tc`` lines for one end of a station's link (``{dev}`` to fill in): rate, and netem if present."""
-    rate = min(shape.rate_mbit, 1000.0)  # the HTB Mininet would use accepts at most 1000 Mbit/s
-    lines = ["qdisc add dev {dev} root handle 5:0 htb default 1",
-             f"class add dev {{dev}} parent 5:0 classid 5:1 htb rate {rate}Mbit burst 15k"]
+    """``tc`` lines for one end of a station's link (``{dev}`` to fill in): rate, and netem if present.
+
+    The rate by a token bucket (TBF, as Mininet's ``TCLink(use_tbf=True)``), not HTB: each HTB qdisc
+    and class registers a filter block the kernel keeps in one list and searches linearly at every
+    new one, 19 % of the machine while 5,000 stations were made (perf); a TBF has no filter block.
+    The queue holds a second at the rate (assumption: about the 1,000-packet default queue of a veth
+    that HTB used at 11 Mbit/s)."""
+    rate = min(shape.rate_mbit, 1000.0)
+    lines = [f"qdisc add dev {{dev}} root handle 5: tbf rate {rate}Mbit burst 15k latency 1s"]
     if netem and (shape.delay_ms or shape.jitter_ms or shape.loss_pct):
         lines.append(f"qdisc add dev {{dev}} parent 5:1 handle 10: netem delay {shape.delay_ms}ms "
                      f"{shape.jitter_ms}ms loss {shape.loss_pct}%")
     return lines
 
 
-def _configure(s: Station, gateway_ip: str, qdisc: list[str]) -> str:
-    """Inside one station: IPv4 only, an announcement when its link comes up, address, route, the
-    station side of the shaping. An error text, or "" if all went well."""
+def _configure(s: Station, gateway_ip: str, qdisc: list[str], inherited: bool) -> str:
+    """Inside one station: IPv4 only, an announcement when its link comes up (unless ``inherited``
+    from :func:`station_defaults`), address, route, the station side of the shaping. An error text, or
+    "" if all went well."""
     from harness.netns import enter_namespace
 
     enter_namespace(s.namespace_path)  # this worker thread only; it ends with the pool
     # arp_notify: the kernel sends a gratuitous ARP when the link comes up, so the controller learns
     # the station at once (as an access point learns a station that associates) instead of flooding
-    # a probe for it to every port. IPv4 only: no IPv6 chatter reaches the access switch.
-    _sysctls({f"net/ipv4/conf/{s.intf}/arp_notify": "1", "net/ipv6/conf/all/disable_ipv6": "1",
-              f"net/ipv6/conf/{s.intf}/disable_ipv6": "1"})
+    # a probe for it to every port.
+    # IPv4 only: no link-local address, so no IPv6 chatter (DAD, router solicitations, MLD reports)
+    # reaches the access switch (measured: none in 4 s after link up, 6 frames without it).
+    if not inherited:
+        _sysctls({f"net/ipv4/conf/{s.intf}/arp_notify": "1"})
     # The worker thread is in the station's namespace and its children inherit it. Not ``ip -n``: that
     # also unshares a mount namespace, copying one mount per station namespace (/run/netns), so each
     # call cost more the more stations there were (measured: 21 ms per call at 300 namespaces, 42 ms
     # at 3,000; the whole configuration took 13.9 s for 1,000 stations and 297 s for 5,000).
     steps = [(["ip", "-batch", "-"],
-              ["link set lo up", f"link set {s.intf} address {s.mac}", f"addr add {s.ip}/{s.prefix} dev {s.intf}",
+              ["link set lo up", f"link set {s.intf} address {s.mac}", f"link set {s.intf} addrgenmode none",
+               f"addr add {s.ip}/{s.prefix} dev {s.intf}",
                f"link set {s.intf} up", f"route add default via {gateway_ip}"]),
              (["tc", "-batch", "-"], [line.format(dev=s.intf) for line in qdisc])]
     for argv, lines in steps:
@@ -310,9 +400,17 @@ def _configure(s: Station, gateway_ip: str, qdisc: list[str]) -> str:
     return ""
 
 
+def _announces(s: Station) -> bool:
+    """Whether station ``s`` was made with ``arp_notify`` on (called in its namespace)."""
+    try:
+        return Path(f"/proc/sys/net/ipv4/conf/{s.intf}/arp_notify").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def detach(stations: list[Station], access_switch: str, run_id: str) -> None:
-    """Remove the stations and their cells: switch ports, namespaces (their veths go with them),
-    bridges and uplinks, the loss rule."""
+    """Remove the stations and their cells: switch ports, then the namespaces (the veths, bridges and
+    the loss rule go with them)."""
     if not stations:
         return
     names = [f"{access_switch}-eth{p}" for p in cells(stations).values()]
@@ -321,7 +419,5 @@ def detach(stations: list[Station], access_switch: str, run_id: str) -> None:
         for name in names[start:start + PORTS_PER_TRANSACTION]:
             args += ["--", "--if-exists", "del-port", access_switch, name]
         subprocess.run(["ovs-vsctl", "--timeout=120", *args[1:]], capture_output=True)
-    lines = [f"netns del {s.netns}" for s in stations]
-    lines += [line for cell in cells(stations) for line in (f"link del dev {uplink(cell)}", f"link del dev {bridge(cell)}")]
+    lines = [f"netns del {s.netns}" for s in stations] + [f"netns del {cells_netns(run_id)}"]
     subprocess.run(["ip", "-force", "-batch", "-"], input="\n".join(lines) + "\n", capture_output=True, text=True)
-    subprocess.run(["nft", "delete", "table", "bridge", loss_table(run_id)], capture_output=True)

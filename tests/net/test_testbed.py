@@ -8,16 +8,22 @@ serves as the baseline the shaped path is compared with.
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
 from harness import scenario
 from harness.state import RunState
-from harness.stations import loss_table
+from harness.stations import INHERIT_SYSCTL, STATION_DEFAULTS, cells_netns, loss_table
 from harness.testbed import Testbed
 from topologies.fig1 import DC_IP, GW_WIRELESS_IP, device_name
 
 DELAY_MS, LOSS_PCT, DEVICES = 10.0, 5.0, 3
+ROOT_BEFORE: dict[str, str] = {}
+
+
+def root_defaults() -> dict[str, str]:
+    return {key: Path("/proc/sys", key).read_text() for key in (INHERIT_SYSCTL, *STATION_DEFAULTS)}
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +32,7 @@ def bed(network_ok, tmp_path_factory):
         "devices.count": DEVICES, "wireless.delay_ms": DELAY_MS, "wireless.jitter_ms": 0.0,
         "wireless.loss_pct": LOSS_PCT})
     run_dir = tmp_path_factory.mktemp("testbed")
+    ROOT_BEFORE.update(root_defaults())
     with Testbed.for_scenario(shaped, run_dir, RunState("pytest-testbed")) as testbed:
         yield testbed
     testbed.state.forget()
@@ -79,10 +86,31 @@ def test_metadata_names_the_mechanism_really_installed(bed):
     if mechanism == "netem":
         assert "netem" in qdiscs and "NFQUEUE" not in rules
     else:
-        assert mechanism == "nfqueue" and "netem" not in qdiscs and "htb" in qdiscs
+        assert mechanism == "nfqueue" and "netem" not in qdiscs and "tbf" in qdiscs
         assert rules.count("NFQUEUE") == 2 and "statistic" in rules
-        downlink = subprocess.run(["nft", "list", "table", "bridge", loss_table(bed.state.run_id)],
-                                  capture_output=True, text=True).stdout
+        downlink = subprocess.run(["ip", "netns", "exec", cells_netns(bed.state.run_id), "nft", "list", "table",
+                                   "bridge", loss_table(bed.state.run_id)], capture_output=True, text=True).stdout
         assert 'oifname "qs*"' in downlink and "drop" in downlink
         assert (bed.run_dir / "logs" / "shaper.log").read_text().startswith("READY queues=1,2")
     assert bed.caps.switch_datapath in bed.mechanisms()["switch"]
+
+
+def test_stations_are_ipv4_hosts_that_announce_themselves_and_the_root_is_left_as_it_was(bed):
+    """The stations' settings come from the root's defaults while they are made (stations.py says
+    why): each station has them, and the root's own defaults are back as they were."""
+    for index in range(1, DEVICES + 1):
+        station = bed.net.host(device_name(index))
+        intf = station.defaultIntf().name
+        assert station.cmd(f"cat /proc/sys/net/ipv4/conf/{intf}/arp_notify").strip() == "1"
+        assert "addrgenmode none" in station.cmd(f"ip -d link show dev {intf}")
+        assert "inet6" not in station.cmd(f"ip -o addr show dev {intf}")  # no link-local: no IPv6 chatter
+    assert root_defaults() == ROOT_BEFORE
+
+
+def test_the_root_namespace_holds_only_the_cells_uplinks(bed):
+    """Stations' links and the cells' bridges live in the cells' namespace (stations.py says why)."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert not re.search(r"\d+: (qs\d|qc\d|qu\d)", links)
+    cell_links = subprocess.run(["ip", "-n", cells_netns(bed.state.run_id), "-o", "link", "show"],
+                                capture_output=True, text=True).stdout
+    assert len(re.findall(r"\d+: qs\d+p\d+@", cell_links)) == DEVICES

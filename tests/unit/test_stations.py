@@ -16,3 +16,39 @@ def test_the_arp_table_is_raised_to_fit_every_station_and_never_lowered(tmp_path
     assert int((tmp_path / NEIGHBOUR_SYSCTLS[0]).read_text()) * 2 == thresh2
     assert size_neighbour_table(100, tmp_path) == {}  # already big enough: left alone
     assert int((tmp_path / NEIGHBOUR_SYSCTLS[2]).read_text()) == thresh3
+
+
+def _proc_sys(root, values):
+    for key, value in values.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_text(f"{value}\n")
+
+
+def test_station_defaults_hold_while_stations_are_made_and_are_restored_after(tmp_path):
+    from harness.stations import INHERIT_SYSCTL, STATION_DEFAULTS, station_defaults
+
+    stock = {INHERIT_SYSCTL: "0", "net/ipv4/conf/default/arp_notify": "0", "net/ipv6/conf/default/disable_ipv6": "0"}
+    _proc_sys(tmp_path, stock)
+    with station_defaults(tmp_path) as inherited:
+        assert inherited
+        assert (tmp_path / INHERIT_SYSCTL).read_text() == "3"  # from the namespace that makes them
+        assert all((tmp_path / key).read_text() == value for key, value in STATION_DEFAULTS.items())
+    assert {key: (tmp_path / key).read_text() for key in stock} == stock
+    # Restored when making the stations fails too.
+    try:
+        with station_defaults(tmp_path):
+            raise RuntimeError("ip -batch failed")
+    except RuntimeError:
+        pass
+    assert {key: (tmp_path / key).read_text() for key in stock} == stock
+
+
+def test_a_kernel_without_inherited_defaults_is_told_apart_and_left_as_it_was(tmp_path):
+    from harness.stations import INHERIT_SYSCTL, station_defaults
+
+    before = {"net/ipv4/conf/default/arp_notify": "0", "net/ipv6/conf/default/disable_ipv6": "0"}
+    _proc_sys(tmp_path, before)  # no devconf_inherit_init_net (Linux < 5.1)
+    with station_defaults(tmp_path) as inherited:
+        assert not inherited
+        assert {key: (tmp_path / key).read_text().strip() for key in before} == before
+    assert not (tmp_path / INHERIT_SYSCTL).exists()
