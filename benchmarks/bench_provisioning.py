@@ -53,13 +53,20 @@ def start_key_manager(netns_pid: int) -> ThreadingHTTPServer:
     ready = threading.Event()
 
     def serve():
-        enter_netns(netns_pid)
-        holder["server"] = ThreadingHTTPServer((DC_IP, KEY_MANAGER_PORT), _KeyHandler)
+        try:
+            enter_netns(netns_pid)
+            holder["server"] = ThreadingHTTPServer((DC_IP, KEY_MANAGER_PORT), _KeyHandler)
+        except OSError as exc:
+            holder["error"] = exc
         ready.set()
-        holder["server"].serve_forever()
+        if "server" in holder:
+            holder["server"].serve_forever()
 
     threading.Thread(target=serve, daemon=True).start()
-    ready.wait(5)
+    # A machine still busy with thousands of stations can take a while to run the thread at all
+    # (13,000 devices: more than the 5 s this waited before).
+    if not ready.wait(60) or "server" not in holder:
+        raise SystemExit(f"the benchmark's key manager did not start: {holder.get('error', 'not within 60 s')}")
     return holder["server"]
 
 
