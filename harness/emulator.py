@@ -29,6 +29,8 @@ class AccessSwitchSettings:
     """``[access_switch]``: the wireless access switch of the Fig. 1 site."""
 
     max_ports: int = setting(doc="access-switch ports for stations before they are grouped into cells", minimum=1)
+    announce_per_s: float = setting(doc="stations' gratuitous ARPs sent per second once every station is "
+                                        "configured (the controller's packet-in burst)", above=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,3 +52,15 @@ def test_a_kernel_without_inherited_defaults_is_told_apart_and_left_as_it_was(tm
         assert not inherited
         assert {key: (tmp_path / key).read_text().strip() for key in before} == before
     assert not (tmp_path / INHERIT_SYSCTL).exists()
+
+
+def test_a_station_announces_itself_with_a_well_formed_gratuitous_arp():
+    from scapy.layers.l2 import ARP, Ether
+
+    from harness.stations import garp_frame
+
+    frame = Ether(garp_frame("02:aa:00:00:00:07", "10.1.0.17"))
+    assert frame.dst == "ff:ff:ff:ff:ff:ff" and frame.src == "02:aa:00:00:00:07"
+    arp = frame[ARP]
+    assert (arp.op, arp.psrc, arp.pdst, arp.hwsrc) == (1, "10.1.0.17", "10.1.0.17", "02:aa:00:00:00:07")
+    assert len(bytes(frame)) == 42
