@@ -428,9 +428,9 @@ def _configure(s: Station, gateway_ip: str, qdisc: list[str], inherited: bool) -
     from harness.netns import enter_namespace
 
     enter_namespace(s.namespace_path)  # this worker thread only; it ends with the pool
-    # arp_notify: the kernel sends a gratuitous ARP when the link comes up, so the controller learns
-    # the station at once (as an access point learns a station that associates) instead of flooding
-    # a probe for it to every port.
+    # arp_notify: the kernel sends a gratuitous ARP whenever the link comes up again (after a
+    # wireless outage), so the controller sees the station back at once. The first one is lost in the
+    # cell bridge; :func:`announce` sends it once every station is configured.
     # IPv4 only: no link-local address, so no IPv6 chatter (DAD, router solicitations, MLD reports)
     # reaches the access switch (measured: none in 4 s after link up, 6 frames without it).
     if not inherited:
