@@ -25,7 +25,6 @@ bridges forward to station ports; :mod:`harness.shaping` does delay and uplink l
 from __future__ import annotations
 
 import hashlib
-import shlex
 import socket
 import struct
 import subprocess
@@ -199,7 +198,7 @@ def attach(stations: list[Station], access_switch: str, gateway_ip: str, shape: 
         up.append(f"link set dev {s.port} up")
     # The wiring of the cells is not a host: no IPv6 of its own (router solicitations, MLD) reaching
     # the access switch, where the controller would take each such frame for a rogue station. Nor are
-    # the stations IPv6 hosts, and each announces itself when its link comes up (see _configure).
+    # the stations IPv6 hosts (see _configure); their arp_notify comes from the same defaults.
     with station_defaults() as inherited:
         _batch(["ip"], root, "stations")
     if not inherited:
