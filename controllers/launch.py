@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--access-switch", default=ACCESS_SWITCH, help="bridge name of the wireless access switch")
     parser.add_argument("--gateway-ip", default=GW_WIRELESS_IP, help="the gateway's address on the device side")
     parser.add_argument("--discovery-timeout-s", type=float, default=None,
-                        help="seconds after the access switch connects before missing devices are reported "
+                        help="seconds without a new device before the missing ones are reported "
                              "(default: the provisioning settings' discovery_timeout_s)")
+    parser.add_argument("--discovery-on-signal", action="store_true",
+                        help="start discovery on POST /qiot/discovery/start, not when the access switch connects")
     parser.add_argument("--config", type=Path, help="a run's config/run.json (with --role controller)")
     parser.add_argument("--role", help="this daemon's name in the run (controller)")
     parser.add_argument("--key-request-url", help="key manager: POST {'devices': [...]} -> {'keys': {id: key_id}}")
@@ -96,7 +98,7 @@ def settings_from_args(args: argparse.Namespace):
     return ProvisioningSettings(
         inventory_path=args.inventory, state_dir=args.state_dir or args.inventory.parent,
         rest_port=args.rest_port, access_switch=args.access_switch, gateway_ip=args.gateway_ip,
-        **timeout, key_request_url=args.key_request_url,
+        **timeout, discovery_start_on_signal=args.discovery_on_signal, key_request_url=args.key_request_url,
         key_request_netns_pid=args.key_request_netns_pid, key_request_ca=args.key_request_ca,
         key_request_cert=args.key_request_cert, key_request_key=args.key_request_key)
 
@@ -123,6 +125,7 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
     args.inventory, args.state_dir = inventory_path(config), config.path / "controller"
     args.access_switch, args.gateway_ip = config.site.access_switch, config.site.gw_wireless_ip
     args.log_level = runconfig.log_level_of(args.log_level, config)
+    args.discovery_on_signal = True  # a run's testbed signals once its stations are attached
     return args
 
 

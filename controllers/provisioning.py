@@ -13,7 +13,9 @@ requests keys equal to the total amount of the IoT devices". On top of :mod:`con
   provisions it: permanent flows device<->uplink, its port added to the uplink's broadcast flow,
   registered and timed in the registry. Devices reach only the uplink (AP isolation). An unknown
   MAC gets a drop flow at its port and is logged and counted; see :mod:`controllers.registry`.
-- Once every inventoried device is provisioned (or the discovery timeout has passed, recorded with
+- Discovery starts when the access switch connects, or, with ``discovery_start_on_signal``, when the
+  testbed says over REST that its stations are attached (thousands take minutes to make). Once every
+  inventoried device is provisioned (or no new one was found for the discovery timeout, recorded with
   the missing ones), one key per device is requested through a :class:`KeyRequester`.
 - Switches run in fail-mode secure (set by the harness), so installed flows keep forwarding while
   the controller restarts; the registry is persisted and every flow re-asserted on reconnect.
@@ -93,6 +95,7 @@ class QiotProvisioning(QiotL2Switch):
         self._key_lock = threading.Lock()
         self._key_thread: threading.Thread | None = None
         self._retry_failed = False             # set when the key manager is (re)configured
+        self._broadcast_ports: set[int] = set()  # the uplink broadcast flow's outputs, as last sent
         self.requester: KeyRequester | None = None
         if settings.key_request_url:
             self.configure_key_manager({"url": settings.key_request_url, "netns_pid": settings.key_request_netns_pid,
@@ -103,7 +106,8 @@ class QiotProvisioning(QiotL2Switch):
             self.configure_key_manager(self.registry.key_manager, retry_failed=False)
         self.rest = None
         if settings.rest_port is not None:
-            self.rest = NorthboundServer(settings.rest_host, settings.rest_port, self.registry, self.configure_key_manager)
+            self.rest = NorthboundServer(settings.rest_host, settings.rest_port, self.registry,
+                                         self.configure_key_manager, self.start_discovery)
             self.rest.start()
         self.logger.info("qiot: provisioning %d inventoried devices (%s registry)", len(self.registry.inventory),
                          "resumed" if resumed else "new")
@@ -131,7 +135,8 @@ class QiotProvisioning(QiotL2Switch):
         self.logger.info("qiot: switch %s (dpid %016x) is %s", name, datapath.id, role)
         if role == "access":
             self.access_dp = datapath
-            self.registry.start_discovery(time.time())
+            if not self.settings.discovery_start_on_signal:
+                self.registry.start_discovery(time.time())
             self._reassert_access_flows(datapath)
             self._probe(datapath)
 
@@ -225,7 +230,8 @@ class QiotProvisioning(QiotL2Switch):
         record = self.registry.devices[device_id]
         self._install_device_flows(datapath, record)
         if record["provisioned_at"] is None:
-            self._install_uplink_broadcast(datapath, extra_port=record["port"])
+            if record["port"] not in self._broadcast_ports:  # a cell's first device: its port joins
+                self._install_uplink_broadcast(datapath, extra_port=record["port"])
             if self.registry.provision(device_id, time.time()):
                 self.logger.info("qiot: device %s provisioned in %.1f ms", device_id,
                                  self.registry.devices[device_id]["provisioning_ms"])
@@ -243,12 +249,15 @@ class QiotProvisioning(QiotL2Switch):
                    [parser.OFPActionOutput(record["port"])], cookie=COOKIE_DEVICE)
 
     def _install_uplink_broadcast(self, datapath, extra_port: int | None = None) -> None:
-        """The gateway's broadcasts (ARP for a device) reach provisioned devices only, never rogues."""
+        """The gateway's broadcasts (ARP for a device) reach the ports of provisioned devices only,
+        never a port with rogues alone. Rebuilt from the registry here (a reconnect); a device
+        provisioned later changes the flow only if its port is new (many devices share a cell's)."""
         parser = datapath.ofproto_parser
         with self.registry.lock:
             ports = {r["port"] for r in self.registry.devices.values() if r["provisioned_at"] is not None}
         if extra_port is not None:
             ports.add(extra_port)
+        self._broadcast_ports = ports
         self._flow(datapath, PRIO_UPLINK_BROADCAST,
                    parser.OFPMatch(in_port=self.registry.gateway["port"], eth_dst=BROADCAST),
                    [parser.OFPActionOutput(p) for p in sorted(ports)], cookie=COOKIE_BROADCAST)
@@ -274,8 +283,9 @@ class QiotProvisioning(QiotL2Switch):
                     self._probe(datapath)
                 self.registry.flush()
                 if self.registry.discovery_timed_out(time.time(), self.settings.discovery_timeout_s):
-                    self.logger.warning("qiot: discovery timed out; missing: %s",
-                                        ", ".join(self.registry.discovery["missing"]))
+                    missing = self.registry.discovery["missing"]
+                    self.logger.warning("qiot: discovery timed out; %d missing: %s%s", len(missing),
+                                        ", ".join(missing[:20]), ", ..." if len(missing) > 20 else "")
                 self._maybe_request_keys()
             except Exception:  # the loop must survive a switch vanishing mid-probe
                 self.logger.exception("qiot: probe loop")
@@ -291,7 +301,7 @@ class QiotProvisioning(QiotL2Switch):
                 targets = [d.ip for d in self.registry.inventory if d.device_id not in self.registry.devices]
             # Each probe is flooded to every port of the access switch: probing thousands of devices
             # at once would cost ports x devices packets a round. A bounded share per round, in turn;
-            # devices also announce themselves (a gratuitous ARP when their link comes up).
+            # stations also announce themselves (a gratuitous ARP each, sent by the testbed).
             start = self._probe_turn % len(targets) if targets else 0
             targets = (targets[start:] + targets[:start])[: self.settings.probes_per_round]
             self._probe_turn += len(targets)
@@ -307,6 +317,12 @@ class QiotProvisioning(QiotL2Switch):
                                                      in_port=ofproto.OFPP_CONTROLLER,
                                                      actions=[parser.OFPActionOutput(ofproto.OFPP_FLOOD)],
                                                      data=probe.data))
+
+    def start_discovery(self) -> dict:
+        """The testbed's stations are attached: the discovery window opens now (REST)."""
+        if self.registry.start_discovery(time.time()):
+            self.logger.info("qiot: discovery started on the testbed's signal")
+        return self.registry.progress()
 
     def configure_key_manager(self, config: dict, retry_failed: bool = True) -> dict:
         """Set (or replace) the key manager; with ``retry_failed`` (a new configuration over REST),

@@ -55,8 +55,13 @@ class Verdict:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON so a reader (or a crash) never sees a half-written file."""
+    write_text_atomic(path, json.dumps(data, indent=1))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` so a reader (or a crash) never sees a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -79,8 +84,14 @@ class Registry:
         self.devices: dict[str, dict] = {}        # device_id -> record (discovered devices only)
         self.rogues: dict[str, dict] = {}         # MAC -> record
         self.switches: dict[str, dict] = {}       # dpid (hex) -> record, runtime view
-        self.discovery: dict = {"expected": len(inventory), "started_at": None, "completed_at": None,
-                                "timed_out_at": None, "missing": [d.device_id for d in inventory]}
+        self.discovery: dict = {"expected": len(inventory), "started_at": None, "last_found_at": None,
+                                "completed_at": None, "timed_out_at": None, "missing": []}
+        # Who is still missing, in inventory order, and how many are provisioned: kept as they change
+        # so each packet costs O(1) (a list search and a count of all devices per packet made the
+        # controller drop announcements past ~8,000 devices; ``discovery["missing"]`` is filled from
+        # this when the registry is read).
+        self._missing: dict[str, None] = dict.fromkeys(d.device_id for d in inventory)
+        self._provisioned = 0
         self.key_requests: list[dict] = []
         self.key_manager: dict = {"configured": False, "status": "no key manager configured"}
         self.counters = dict.fromkeys(COUNTERS, 0)
@@ -104,6 +115,8 @@ class Registry:
             self.devices = data.get("devices", {})
             self.rogues = data.get("rogues", {})
             self.discovery.update(data.get("discovery", {}))
+            self._missing = dict.fromkeys(d.device_id for d in self.inventory if d.device_id not in self.devices)
+            self._provisioned = sum(1 for r in self.devices.values() if r.get("provisioned_at") is not None)
             self.key_requests = data.get("key_requests", [])
             self.counters.update(data.get("counters", {}))
             for dpid, switch in data.get("switches", {}).items():
@@ -114,11 +127,11 @@ class Registry:
         """Rewrite the registry file atomically now (no-op without a state dir)."""
         if self.path is None:
             return
-        with self.lock:
-            data = self.snapshot()
+        with self.lock:  # serialised once, under the lock; written outside it
+            text = json.dumps(self._state())
             self._dirty, self._last_save = False, time.monotonic()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, data)
+        write_text_atomic(self.path, text)
 
     def changed(self) -> None:
         """Something changed: save now, or with the next :meth:`flush` if saved less than an interval ago."""
@@ -135,11 +148,24 @@ class Registry:
     def snapshot(self) -> dict:
         """Everything, as JSON-ready data: the registry file and the REST ``/qiot/state`` view."""
         with self.lock:
-            return json.loads(json.dumps({
-                "schema_version": SCHEMA_VERSION, "gateway_ip": self.gateway_ip, "gateway": self.gateway,
+            return json.loads(json.dumps(self._state()))
+
+    def _state(self) -> dict:
+        """The live objects a snapshot copies (call with the lock held)."""
+        self.discovery["missing"] = list(self._missing)
+        return {"schema_version": SCHEMA_VERSION, "gateway_ip": self.gateway_ip, "gateway": self.gateway,
                 "switches": self.switches, "inventory_size": len(self.inventory), "devices": self.devices,
                 "rogues": self.rogues, "discovery": self.discovery, "key_manager": self.key_manager,
-                "key_requests": self.key_requests, "counters": self.counters}))
+                "key_requests": self.key_requests, "counters": self.counters}
+
+    def progress(self) -> dict:
+        """Discovery, provisioning and keys in counts: what a poller needs, without copying every
+        record (a snapshot of 13,000 devices is megabytes; the testbed polls four times a second)."""
+        with self.lock:
+            view = {k: v for k, v in self.discovery.items() if k != "missing"}
+            view.update(missing=len(self._missing), discovered=len(self.devices), provisioned=self._provisioned,
+                        key_ids=sum(1 for r in self.devices.values() if r["key_id"] is not None))
+            return view
 
     # -- classification ------------------------------------------------------------------------
     def classify(self, on_access_switch: bool, dpid: int, port: int, mac: str,
@@ -189,11 +215,8 @@ class Registry:
                                                   provisioned_at=None, provisioning_ms=None,
                                                   registered_at=None, key_id=None)
             self.counters["devices_discovered"] += 1
-            missing = self.discovery["missing"]
-            if missing and missing[0] == device.device_id:  # devices announce themselves in order: O(1)
-                missing.pop(0)
-            elif device.device_id in missing:
-                missing.remove(device.device_id)
+            self._missing.pop(device.device_id, None)
+            self.discovery["last_found_at"] = now
         self.changed()
         return True
 
@@ -208,9 +231,10 @@ class Registry:
             # "Registered with the IoT platform" is this persisted, REST-visible record (issue 3).
             record["registered_at"] = now
             self.counters["devices_provisioned"] += 1
+            self._provisioned += 1
             self.counters["registrations"] += 1
             if self.all_provisioned() and self.discovery["completed_at"] is None:
-                self.discovery["completed_at"] = now
+                self.discovery.update(completed_at=now, missing=list(self._missing))
         self.changed()
         return True
 
@@ -249,25 +273,29 @@ class Registry:
     def all_provisioned(self) -> bool:
         """True when every inventoried device is provisioned (discovery complete)."""
         with self.lock:
-            return len(self.inventory) > 0 and all(
-                self.devices.get(d.device_id, {}).get("provisioned_at") is not None for d in self.inventory)
+            return len(self.inventory) > 0 and self._provisioned == len(self.inventory)
 
-    def start_discovery(self, now: float) -> None:
-        """Start the discovery clock when the access switch first connects (kept across restarts)."""
+    def start_discovery(self, now: float) -> bool:
+        """Start the discovery clock (once; kept across restarts); True if this call started it."""
         with self.lock:
-            if self.discovery["started_at"] is None:
+            started = self.discovery["started_at"] is None
+            if started:
                 self.discovery["started_at"] = now
         self.changed()
+        return started
 
     def discovery_timed_out(self, now: float, timeout_s: float) -> bool:
-        """True (once, and recorded with the missing devices) when discovery exceeded its timeout."""
+        """True (once, and recorded with the missing devices) when discovery has started, is not
+        complete, and no new device was found for ``timeout_s``: a window that closes on silence, so
+        thousands of devices found at a bounded rate are not cut off by a fixed deadline."""
         with self.lock:
             d = self.discovery
             if d["started_at"] is None or d["completed_at"] is not None or d["timed_out_at"] is not None:
                 return False
-            if now - d["started_at"] < timeout_s:
+            if now - max(d["started_at"], d["last_found_at"] or d["started_at"]) < timeout_s:
                 return False
             d["timed_out_at"] = now
+            d["missing"] = list(self._missing)
         self.changed()
         return True
 
@@ -287,7 +315,7 @@ class Registry:
             self.key_requests.append({"requested_at": now, "devices": list(device_ids), "url": url,
                                       "status": "in progress", "attempts": 0, "completed_at": None,
                                       "duration_ms": None, "keys_received": 0, "missing": [], "error": None,
-                                      "discovery_missing": list(self.discovery["missing"])})
+                                      "discovery_missing": list(self._missing)})
             self.counters["key_requests"] += 1
             self.counters["keys_requested"] += len(device_ids)
             index = len(self.key_requests) - 1

@@ -11,8 +11,12 @@ Endpoints (all JSON):
 - ``GET /qiot/counters``: ``{name: int}``
 - ``GET /qiot/keys``: ``{"key_manager", "requests": [...], "key_ids": {id: key_id}}``
 - ``GET /qiot/state``: the whole registry (what ``registry.json`` holds)
+- ``GET /qiot/progress``: discovery's times and counts (``missing``, ``discovered``, ``provisioned``,
+  ``key_ids``), without the records: cheap enough to poll with thousands of devices
 - ``POST /qiot/key-manager`` ``{"url", "netns_pid"?, "ca"?, "cert"?, "key"?}``: configure the key
   manager after start-up (the testbed only knows the hosts' namespaces once the network is built).
+- ``POST /qiot/discovery/start`` (no body): the testbed's stations are attached; discovery starts now
+  if it has not started (a controller launched with ``--discovery-on-signal``). Answers the progress.
 """
 
 from __future__ import annotations
@@ -58,9 +62,11 @@ class NorthboundServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, host: str, port: int, registry: Registry,
-                 configure_key_manager: Callable[[dict], dict] | None = None) -> None:
+                 configure_key_manager: Callable[[dict], dict] | None = None,
+                 start_discovery: Callable[[], dict] | None = None) -> None:
         self.registry = registry
         self.configure_key_manager = configure_key_manager
+        self.start_discovery = start_discovery
         super().__init__((host, port), _Handler)
 
     def start(self) -> threading.Thread:
@@ -73,14 +79,22 @@ class _Handler(BaseHTTPRequestHandler):
     server: NorthboundServer
 
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
+        if self.path.rstrip("/") == "/qiot/progress":
+            self._send(200, self.server.registry.progress())
+            return
         view = VIEWS.get(self.path.rstrip("/"))
         if view is None:
-            self._send(404, {"error": f"no such endpoint {self.path}", "endpoints": sorted(VIEWS)})
+            self._send(404, {"error": f"no such endpoint {self.path}",
+                             "endpoints": sorted([*VIEWS, "/qiot/progress"])})
             return
         self._send(200, view(self.server.registry.snapshot()))
 
     def do_POST(self) -> None:  # noqa: N802
-        if self.path.rstrip("/") != "/qiot/key-manager" or self.server.configure_key_manager is None:
+        path = self.path.rstrip("/")
+        if path == "/qiot/discovery/start" and self.server.start_discovery is not None:
+            self._send(200, self.server.start_discovery())
+            return
+        if path != "/qiot/key-manager" or self.server.configure_key_manager is None:
             self._send(404, {"error": f"no such endpoint {self.path}"})
             return
         length = int(self.headers.get("Content-Length") or 0)

@@ -278,13 +278,23 @@ def announce(stations: list[Station], per_second: float) -> None:
     started = time.monotonic()
     with ThreadPoolExecutor(ANNOUNCE_THREADS) as pool:
         sent = []
-        for index, s in enumerate(stations):
+        for index, s in enumerate(interleaved(stations)):
             ahead = started + index / per_second - time.monotonic()
             if ahead > 0:
                 time.sleep(ahead)
             sent.append(pool.submit(send, s))
         for future in sent:
             future.result()  # an interface that vanished is the configuration's error, raised here
+
+
+def interleaved(stations: list[Station]) -> list[Station]:
+    """The stations taking turns by cell (the first of each cell, then the second, ...).
+
+    Why: Open vSwitch reads each port's frames from a socket that holds ~256 small frames; one
+    cell's 407 announcements in a row (0.8 s at 500 a second) overflowed it whenever the switch was
+    busy: 13,000 stations announced in cell order, 8,900 arrived, most cells' count stopping at 256 or
+    288 (measured). In turns, each cell's port gets 1/32 of the rate."""
+    return sorted(stations, key=lambda s: (s.slot, s.cell))
 
 
 def _in_namespace(path: str, work):

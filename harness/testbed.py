@@ -161,6 +161,8 @@ class Testbed:
                                      cell=(planned, site.access_switch, site.gw_wireless_ip, self.config.wireless))
             self.facts["network_start_s"] = round(time.monotonic() - started, 3)
             self.facts["stations_s"] = self.net.timings
+            # Discovery's window opens now, not when the access switch connected minutes ago.
+            self.controller_rest("/qiot/discovery/start", {})
             self.facts["sysctls_raised"] = self.net.sysctls_raised
             self.stop.check()
             self.config.write_hosts(self.net.namespaces())
@@ -203,7 +205,7 @@ class Testbed:
         not meet a switch still taking their flows); the wall seconds it took, None if it did not."""
         started = time.monotonic()
         while time.monotonic() - started < timeout_s:
-            discovery = self.controller_rest("/qiot/devices").get("discovery", {})
+            discovery = self.controller_rest("/qiot/progress")
             if discovery.get("completed_at") or discovery.get("timed_out_at"):
                 return round(time.monotonic() - started, 3)
             if self.stop.wait(0.25):
@@ -214,7 +216,7 @@ class Testbed:
         """Wait until the controller's key request has given every device a key id."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if len(self.controller_rest("/qiot/keys").get("key_ids", {})) >= self.devices:
+            if self.controller_rest("/qiot/progress")["key_ids"] >= self.devices:
                 return True
             if self.stop.wait(0.25):
                 self.stop.check()

@@ -87,7 +87,9 @@ def test_rest_views_and_key_manager_configuration(tmp_path):
     reg.provision("d1", 2.5)
     reg.record_rogue("02:66:0b:00:00:01", 4, 5, 3.0, "not in the inventory")
     configured = []
-    server = NorthboundServer("127.0.0.1", 0, reg, lambda c: configured.append(c) or {"configured": True})
+    starts = []
+    server = NorthboundServer("127.0.0.1", 0, reg, lambda c: configured.append(c) or {"configured": True},
+                              lambda: starts.append(1) or reg.start_discovery(4.0) and reg.progress())
     server.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -109,6 +111,11 @@ def test_rest_views_and_key_manager_configuration(tmp_path):
         assert missing.value.code == 404
         assert get("/qiot/key-manager", {"url": "http://10.0.0.1/keys"}) == {"configured": True}
         assert configured == [{"url": "http://10.0.0.1/keys"}]
+        progress = get("/qiot/progress")
+        assert (progress["discovered"], progress["provisioned"], progress["missing"], progress["started_at"]) == (
+            1, 1, 1, None)
+        assert get("/qiot/discovery/start", {})["started_at"] == 4.0 and starts == [1]
+        assert get("/qiot/progress")["started_at"] == 4.0
     finally:
         server.shutdown()
 
@@ -119,6 +126,9 @@ def test_launcher_settings_and_one_line_error_for_a_bad_inventory(tmp_path):
     args = build_parser().parse_args(["--inventory", str(inv), "--rest-port", "8081", "--key-request-url", "http://x/k"])
     settings = settings_from_args(args)
     assert (settings.state_dir, settings.rest_port, settings.key_request_url) == (tmp_path, 8081, "http://x/k")
+    assert not settings.discovery_start_on_signal  # standalone: discovery starts with the access switch
+    signalled = build_parser().parse_args(["--inventory", str(inv), "--discovery-on-signal"])
+    assert settings_from_args(signalled).discovery_start_on_signal
     assert settings_from_args(build_parser().parse_args([])) is None
     result = subprocess.run([sys.executable, "-m", "controllers.launch", "--port", "1", "--inventory", str(inv)],
                             capture_output=True, text=True, timeout=30)

@@ -72,15 +72,37 @@ def test_provisioning_records_time_registration_and_completion(tmp_path):
 
 def test_discovery_timeout_reports_the_missing_devices_once(tmp_path):
     reg = Registry(inventory(3), tmp_path, GATEWAY_IP)
-    reg.start_discovery(10.0)
+    assert reg.start_discovery(10.0) and not reg.start_discovery(30.0)  # started once
     reg.pin_gateway(ACCESS, 1, "aa:bb:cc:00:00:01", 10.0)
     reg.discover(reg.inventory.by_id["d1"], ACCESS, 2, 11.0)
     reg.provision("d1", 11.0)
-    assert not reg.discovery_timed_out(69.9, 60.0)
-    assert reg.discovery_timed_out(70.0, 60.0)
+    # The window counts from the last device found (11.0), not from the start (10.0).
+    assert not reg.discovery_timed_out(70.9, 60.0)
+    assert reg.discovery_timed_out(71.0, 60.0)
     assert not reg.discovery_timed_out(80.0, 60.0)
     assert reg.discovery["missing"] == ["d2", "d3"]
     assert reg.devices_needing_keys() == ["d1"]
+
+
+def test_discovery_window_stays_open_while_devices_keep_arriving(tmp_path):
+    reg = Registry(inventory(3), tmp_path, GATEWAY_IP)
+    reg.start_discovery(0.0)
+    for t, device in ((50.0, "d3"), (100.0, "d1")):  # out of inventory order, 50 s apart
+        assert not reg.discovery_timed_out(t, 60.0)
+        reg.discover(reg.inventory.by_id[device], ACCESS, 2, t)
+    assert not reg.discovery_timed_out(159.9, 60.0) and reg.discovery_timed_out(160.0, 60.0)
+    assert reg.discovery["missing"] == ["d2"]
+    progress = reg.progress()
+    assert (progress["missing"], progress["discovered"], progress["provisioned"], progress["key_ids"]) == (1, 2, 0, 0)
+    assert progress["last_found_at"] == 100.0 and progress["timed_out_at"] == 160.0
+
+
+def test_discovery_never_times_out_before_it_starts(tmp_path):
+    reg = Registry(inventory(2), tmp_path, GATEWAY_IP)
+    assert not reg.discovery_timed_out(1e9, 60.0)  # waiting for the testbed's signal
+    reg.discover(reg.inventory.by_id["d1"], ACCESS, 2, 5.0)  # an early announcement
+    reg.start_discovery(100.0)
+    assert not reg.discovery_timed_out(159.9, 60.0) and reg.discovery_timed_out(160.0, 60.0)
 
 
 def test_key_request_hands_out_key_ids_and_counts(tmp_path):
@@ -119,6 +141,19 @@ def test_registry_survives_a_restart(tmp_path):
     assert resumed.counters["registrations"] == 3 and resumed.counters["rogue_macs"] == 1
     assert resumed.switches[f"{ACCESS:016x}"]["connected"] is False  # a new process has no connections
     assert resumed.classify(True, ACCESS, 6, "02:51:0a:00:00:01", None).kind == "spoof"
+    assert resumed.all_provisioned() and resumed.progress()["provisioned"] == 3  # counts rebuilt
+
+
+def test_a_resumed_registry_still_knows_who_is_missing(tmp_path):
+    reg = Registry(inventory(3), tmp_path, GATEWAY_IP)
+    reg.start_discovery(0.0)
+    reg.discover(reg.inventory.by_id["d2"], ACCESS, 2, 1.0)
+    reg.provision("d2", 1.0)
+    reg.save()
+    resumed = Registry(inventory(3), tmp_path, GATEWAY_IP)
+    assert resumed.load() and not resumed.all_provisioned()
+    assert resumed.snapshot()["discovery"]["missing"] == ["d1", "d3"]
+    assert resumed.progress()["provisioned"] == 1
 
 
 def test_registry_of_another_inventory_is_refused(tmp_path):

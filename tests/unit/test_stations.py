@@ -64,3 +64,21 @@ def test_a_station_announces_itself_with_a_well_formed_gratuitous_arp():
     arp = frame[ARP]
     assert (arp.op, arp.psrc, arp.pdst, arp.hwsrc) == (1, "10.1.0.17", "10.1.0.17", "02:aa:00:00:00:07")
     assert len(bytes(frame)) == 42
+
+
+def test_stations_announce_in_turns_by_cell_so_no_cell_port_gets_a_burst():
+    from harness.stations import interleaved, plan
+
+    hosts = [(f"d{i}", f"10.1.{i // 250}.{i % 250 + 2}", f"02:51:0a:00:{i // 256:02x}:{i % 256:02x}", 16)
+             for i in range(1, 1001)]
+    stations = plan("pytest-run", 2, hosts, max_ports=32)
+    order = interleaved(stations)
+    assert sorted(s.name for s in order) == sorted(s.name for s in stations)  # each exactly once
+    # 1,000 stations in 32 cells (31 of 32 stations, one of 8): a cell's next announcement comes
+    # only after every other cell still announcing has had its turn.
+    last_seen, gaps = {}, []
+    for position, s in enumerate(order):
+        if s.cell in last_seen:
+            gaps.append(position - last_seen[s.cell])
+        last_seen[s.cell] = position
+    assert len(last_seen) == 32 and min(gaps) == 31
