@@ -78,9 +78,32 @@ def analyze_run(path: str | Path, interval_s: float | None = None, broker_port: 
                                  "wire_only": check.get("wire_only"),
                                  "device_missing": check.get("device_missing"),
                                  "faults": len(faults)}
+        served = served_table(run, mode)
+        if served is not None:
+            report["modes"][mode]["files"] += write_table(served, folder / "keys_served.csv")
+            report["modes"][mode]["keys_served"] = _finite(served.to_dict(orient="records"))
     report["warnings"] = list(run.warnings)
     (run.path / "analysis.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def served_table(run: RunDir, mode: str):
+    """Keys served per refresh period (:mod:`harness.analysis.served`) for the QKD mode of a run
+    with a relay log, else None."""
+    from harness.analysis.capacity import capacity_row
+    from harness.analysis.served import keys_served
+    from harness.qkd.rate import secret_key_rate
+
+    fetches = run.relay_fetches() if mode == "qkd" else None
+    offset = run.key_clock_offset_s(mode)
+    qkd, loss = run.scenario.get("qkd", {}), run.scenario.get("fibre", {}).get("loss_db")
+    if fetches is None or offset is None or not run.duration_s or "calibration" not in qkd or loss is None:
+        return None
+    row = capacity_row(float(secret_key_rate(float(loss), qkd["calibration"])), int(qkd["key_bits"]),
+                       int(qkd["buffer_bits"]), float(qkd["refresh_period_s"]))
+    return keys_served(fetches, offset, run.duration_s, row["refresh_period_s"], row["key_rate_bps"],
+                       int(qkd["key_bits"]), row["buffer_keys"], run.devices or 0,
+                       bool(run.scenario.get("kme", {}).get("steady_state_start")))
 
 
 def rederive_run(path: str | Path) -> list[str]:

@@ -275,13 +275,28 @@ def headline(run_dir: str | Path) -> str:
         comparison = compare_runs([root])
     except (RunDirError, CompareError, PaperError) as exc:
         return f"results: no summary table for {root}: {str(exc).splitlines()[0]}"
-    lines = [render_table(comparison, HEADLINE_METRICS), _capacity_line(comparison.sides[0].run)]
+    lines = [render_table(comparison, HEADLINE_METRICS), _capacity_line(comparison.sides[0].run),
+             *_served_lines(comparison.sides[0].run)]
     figures = sorted((root / "figures").glob("*.png")) if (root / "figures").is_dir() else []
     if figures:
         lines.append(f"figures: {root / 'figures'}/ ({', '.join(p.name for p in figures)}; PDF beside each)")
     else:
         lines.append(f"figures: not drawn yet; `qiot plot {root}` writes them to {root / 'figures'}/")
     return "\n".join(line for line in lines if line)
+
+
+def _served_lines(run: RunDir) -> list[str]:
+    """A capacity experiment's keys served per refresh period, as its analysis stored them."""
+    from harness.analysis.served import measures_capacity, served_lines
+
+    path = run.path / "analysis.json"
+    if not measures_capacity(run.scenario) or not path.is_file():
+        return []
+    served = json.loads(path.read_text(encoding="utf-8")).get("modes", {}).get("qkd", {}).get("keys_served")
+    if not served:
+        return []
+    table = pd.DataFrame(served).fillna(math.nan)
+    return served_lines(table, float(run.scenario.get("fibre", {}).get("loss_db", math.nan)))
 
 
 def _capacity_line(run: RunDir) -> str:

@@ -20,10 +20,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import pandas as pd  # noqa: E402
 
-from harness.analysis.analyze import analyze_run  # noqa: E402
+from harness.analysis.analyze import analyze_run, served_table  # noqa: E402
 from harness.analysis.capacity import PAPER_POINTS, capacity_table, paper_points_table  # noqa: E402
 from harness.analysis.keyresponse import FIELDS, ERROR_TEXT, read_key_responses  # noqa: E402
 from harness.analysis.rundir import RunDir, RunDirError, open_run, read_json_object  # noqa: E402
+from harness.analysis.served import measures_capacity  # noqa: E402
 
 FORMATS = ("png", "pdf")
 _COLOURS = {"qkd": "tab:blue", "dkg": "tab:red"}
@@ -165,8 +166,11 @@ def fig2c_latency_loss(series: dict[str, pd.DataFrame], stem: Path, run: RunDir 
 
 
 def fig2d_capacity(table: pd.DataFrame, points: pd.DataFrame, stem: Path, title: str = "",
-                   run: RunDir | None = None, formats: tuple[str, ...] = FORMATS) -> list[Path]:
-    """Fig. 2d: keys per refresh period (left) and key-buffer fill time (right) vs optical loss."""
+                   run: RunDir | None = None, formats: tuple[str, ...] = FORMATS,
+                   emulated: pd.DataFrame | None = None, loss_db: float | None = None) -> list[Path]:
+    """Fig. 2d: keys per refresh period (left) and key-buffer fill time (right) vs optical loss;
+    with ``emulated`` (:func:`harness.analysis.served.keys_served` of the run, at ``loss_db``), the
+    keys the run's relay handed out in each complete period that only distillation could serve."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(table["loss_db"], table["keys_per_refresh"], color="tab:blue", label="keys per refresh")
     ax.set_xlabel("optical loss of the quantum channel [dB]")
@@ -182,10 +186,28 @@ def fig2d_capacity(table: pd.DataFrame, points: pd.DataFrame, stem: Path, title:
         ax.annotate(f"{row.point}\n{row.paper_keys_per_refresh:,.0f} keys, {row.paper_buffer_fill_s:.0f} s",
                     (row.loss_db, row.paper_keys_per_refresh), textcoords="offset points",
                     xytext=(6, 6), fontsize=7)
+    shown = emulated_points(emulated) if emulated is not None and loss_db is not None else None
+    if shown is not None and len(shown):
+        ax.plot([loss_db] * len(shown), shown["renewed"], "D", color="tab:red", fillstyle="none",
+                label="emulated (this run)")
+        for row in shown.itertuples(index=False):
+            refused = f"{row.devices_refused:,} devices refused" if row.devices_refused else "every device due served"
+            ax.annotate(f"run, period {row.period}: {row.renewed:,} renewed, {refused}",
+                        (loss_db, row.renewed), textcoords="offset points", xytext=(6, -12), fontsize=7,
+                        color="tab:red")
     ax.grid(alpha=0.3)
-    ax.set_title(title or "Fig. 2d: QKD capacity (markers: paper)")
-    _stamp(fig, run, measured=False)
+    measured = shown is not None and len(shown) > 0
+    ax.set_title((title or "Fig. 2d: QKD capacity (markers: paper)") + (" · diamonds: this run" if measured else ""))
+    _stamp(fig, run, measured=measured)
     return _save(fig, stem, formats)
+
+
+def emulated_points(served: pd.DataFrame) -> pd.DataFrame:
+    """The periods of a keys-served table comparable with the curve: complete, and served by
+    distillation alone (not period 1 of a run that began with a full buffer, whose expectation
+    includes the buffer)."""
+    complete = served[served["complete"].astype(bool)]
+    return complete[complete["period"] > 1] if len(complete) else complete
 
 
 def fig2e_datagram(raw: bytes, info: dict, stem: Path, run: RunDir | None = None,
@@ -256,8 +278,10 @@ def plot_run(path: str | Path, out_dir: str | Path | None = None,
     if isinstance(qkd, dict) and "calibration" in qkd:
         table = capacity_table(qkd)
         points = paper_points_table(qkd, points=PAPER_POINTS)
+        served = served_table(run, "qkd") if "qkd" in run.modes and measures_capacity(run.scenario) else None
         written += fig2d_capacity(table, points, out / "fig2d_capacity",
-                                  f"Fig. 2d: QKD capacity, {run.scenario_name} calibration", run, formats)
+                                  f"Fig. 2d: QKD capacity, {run.scenario_name} calibration", run, formats,
+                                  served, run.scenario.get("fibre", {}).get("loss_db"))
     else:
         skipped.append("fig2d: metadata.json has no scenario [qkd] section")
     found = find_key_response(run)

@@ -190,6 +190,22 @@ class RunDir:
         path = self.mode_dir(mode) / "keys.csv"
         return self._read(path, KEYS_COLUMNS) if path.is_file() else None
 
+    def relay_fetches(self) -> pd.DataFrame | None:
+        """``qkd/relay.csv`` (every device key fetch at the relay) or None when the run has none."""
+        path = self.path / "qkd" / "relay.csv"
+        return self._read(path, ("t_emul", "device", "outcome")) if path.is_file() else None
+
+    def key_clock_offset_s(self, mode: str) -> float | None:
+        """Where ``mode`` starts on the QKD link's clock (emulated s since ``qkd_clock_epoch``), None
+        when the metadata lacks either epoch."""
+        link = self.metadata.get("qkd_clock_epoch")
+        record = self.metadata.get("mode_results", {}).get(mode, {})
+        epoch = record.get("clock_epoch") if isinstance(record, dict) else None
+        scale = self.scenario.get("run", {}).get("time_scale")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (link, epoch, scale)):
+            return None
+        return (float(epoch) - float(link)) * float(scale)
+
     def pcap(self, mode: str, name: str) -> Path | None:
         """Path of ``<mode>/pcap/<name>`` if that capture exists, else None."""
         path = self.mode_dir(mode) / "pcap" / name
