@@ -161,7 +161,8 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         # a relay restarted during the run asks its KME itself, as a rebooted gateway would.
         admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
         log_level=runconfig.log_level_of(args.log_level, config), fetch_log=config.mode_dir("qkd") / FETCH_LOG,
-        backdate_s=config.qkd.refresh_period_s if config.kme.steady_state_start else 0.0)
+        backdate_s=config.qkd.refresh_period_s if config.kme.steady_state_start else 0.0,
+        renewal_grace_s=min(config.devices.wake_period_s, config.qkd.refresh_period_s) / 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fetch-log", type=Path, default=None, help="CSV of every device fetch (a run's qkd/relay.csv)")
     ap.add_argument("--backdate-s", type=float, default=0.0,
                     help="provisioned keys count as issued this long before (steady state: a refresh period)")
+    ap.add_argument("--renewal-grace-s", type=float, default=0.0,
+                    help="a key counts as due this long before it is a refresh period old (a run: half a wake period)")
     ap.add_argument("--restarted", action="store_true",
                     help="in a run: this start is a restart (obtain the device keys now, do not wait)")
     runconfig.add_log_level_argument(ap)
@@ -218,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         kme = EtsiClient(args.kme, args.kme_id, gateway.ca, gateway.cert, gateway.key)
         fetches = FetchLog(args.fetch_log) if args.fetch_log else None
         lifecycle = GatewayKeyLifecycle(kme, args.slave_sae_id, devices, args.refresh_period_s,
-                                        args.max_key_per_request, backdate_s=args.backdate_s, record=fetches)
+                                        args.max_key_per_request, backdate_s=args.backdate_s, record=fetches,
+                                        renewal_grace_s=args.renewal_grace_s)
         psks = ({d: pki.load_psk(args.pki, d) for d in devices}
                 if args.transport == KeyTransport.PSK_WRAP else None)
         server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks, now=clock.now)

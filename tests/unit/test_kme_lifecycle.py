@@ -56,6 +56,22 @@ def test_a_key_is_renewed_when_its_device_asks_a_period_later(kmes):
     assert [row[2] for row in seen] == ["current", "renewed", "current"] and lc.counts["renewed"] == 1
 
 
+def test_a_device_waking_once_a_period_renews_even_when_it_arrives_a_little_earlier(kmes):
+    """Its fetch comes some seconds into each wake; one period later it came 0.3 s sooner into the
+    wake: without the grace the key looked 0.3 s short of a period old and was kept."""
+    gateway, _, _ = kmes
+    strict = GatewayKeyLifecycle(gateway, "platform", ["w1"], 1800.0)
+    graced = GatewayKeyLifecycle(gateway, "platform", ["w1"], 1800.0, renewal_grace_s=900.0)
+    for lc in (strict, graced):
+        lc.provision(0.0)
+        lc.key_for("w1", 1801.2)          # its wake at 1800, the fetch 1.2 s into it: renewed
+    assert strict.key_for("w1", 3600.9)[1] == "current"   # the wake at 3600, 0.9 s in
+    assert graced.key_for("w1", 3600.9)[1] == "renewed"
+    assert graced.key_for("w1", 3700.0)[1] == "current"   # still at most one renewal a period
+    with pytest.raises(ValueError, match="renewal_grace_s"):
+        GatewayKeyLifecycle(gateway, "platform", ["w1"], 1800.0, renewal_grace_s=1800.0)
+
+
 def test_steady_state_start_makes_every_first_fetch_a_renewal(kmes):
     gateway, _, _ = kmes
     lc = GatewayKeyLifecycle(gateway, "platform", ["s1"], 1800.0, backdate_s=1800.0)

@@ -26,6 +26,28 @@ def test_full_buffer_replaces_oldest():
     assert buf.stored == 3 and buf.evicted == 2 and buf.produced == 5
 
 
+def test_a_full_buffer_drawn_on_keeps_its_keys_for_the_consumers():
+    """Devices drawing on a full buffer while blocks keep arriving: the fresh keys are handed out
+    oldest first, so each block evicts keys already handed out, not the stored ones (handing out the
+    newest lost one fresh key per key distilled until the buffer was empty)."""
+    capacity, per_block, take_per_block = 100, 5, 8   # demand above the distillation rate
+    buf = KeyBuffer(capacity)
+    rng = np.random.default_rng(3)
+    while buf.stored < capacity:
+        buf.add_bits(rng.integers(0, 2, 256 * per_block, dtype=np.uint8))
+    handed = 0
+    while True:
+        taken = [buf.take_new() for _ in range(take_per_block)]
+        handed += sum(1 for t in taken if t is not None)
+        if taken[-1] is None:
+            break
+        buf.add_bits(rng.integers(0, 2, 256 * per_block, dtype=np.uint8))
+    blocks = buf.produced // per_block - capacity // per_block
+    # Everything stored plus everything distilled since, less at most the two blocks' zone.
+    assert capacity + blocks * per_block - handed <= 2 * per_block
+    assert handed >= capacity + blocks * per_block - 2 * per_block
+
+
 def test_new_key_hands_out_newest_once_and_peer_reports():
     alice, bob = KeyBuffer(5), KeyBuffer(5)
     bits = np.random.default_rng(1).integers(0, 2, 256 * 3, dtype=np.uint8)
