@@ -5,7 +5,7 @@ For each run directory (status ``completed``) it splits ``started`` .. ``ended``
 of each mode (``mode_results.<mode>.clock_epoch``: when that mode's devices started):
 
 - bring-up: ``started`` to the first mode's epoch, less the first device keys' distillation
-  (:func:`harness.walltime.first_keys_emulated_s` / time scale) when the QKD mode runs first;
+  (:func:`harness.walltime.first_keys_wall_s`: the warm-up and the missing keys) when the QKD mode runs first;
 - end of a mode: from its emulated end (epoch + hours / time scale) to the next mode's epoch, and
   for the last mode to ``ended`` (which includes the teardown);
 - analysis and figures: ``ended`` to the newest of ``metadata.json``, ``analysis.json`` and
@@ -46,8 +46,8 @@ def decompose(run_dir: Path) -> dict | None:
     modes = list(metadata["modes"])
     epochs = [metadata["mode_results"][mode]["clock_epoch"] for mode in modes]
     mode_wall = settings.run.hours * 3600.0 / settings.run.time_scale
-    first_keys = (walltime.first_keys_emulated_s(settings.qkd, settings.devices.count) / settings.run.time_scale
-                  if modes[0] == Mode.QKD else 0.0)
+    first_keys = (walltime.first_keys_wall_s(settings.qkd, settings.devices.count, settings.run.time_scale,
+                                             walltime.load_settings().costs) if modes[0] == Mode.QKD else 0.0)
     ends = [nxt - (epoch + mode_wall) for epoch, nxt in zip(epochs, epochs[1:])]
     newest = max((p.stat().st_mtime for p in [run_dir / "metadata.json", run_dir / "analysis.json",
                                                *(run_dir / "figures").glob("*")] if p.exists()), default=ended)

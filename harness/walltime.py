@@ -7,7 +7,9 @@ shorten (or shortens only in part):
 - bringing the testbed up: network, controller, broker, QKD link and KMEs, until the first mode's
   devices start; a fixed part and a part per device (hosts, links, provisioning);
 - distilling the first device keys before the QKD mode starts (emulated time: one key per device at
-  the link's calibrated rate, plus two post-processing blocks, divided by the time scale);
+  the link's calibrated rate, plus two post-processing blocks, less what a warmed-up link
+  (``[qkd] warmup_s``) distilled before, divided by the time scale), and the warm-up itself, which
+  the QKD ends distil as fast as post-processing allows (a cost per emulated second);
 - the end of each mode: the last readings, stopping the mode's daemons, writing its result files
   and starting the next mode's devices; and the teardown, which grows with the devices;
 - the analysis and the figures after the teardown, a fixed part and a part per message.
@@ -50,6 +52,8 @@ class WallTimeCosts:
     teardown_per_device_s: float = setting(doc="teardown of the testbed, per device", minimum=0.0)
     analysis_s: float = setting(doc="analysis and figures after the teardown, fixed part", minimum=0.0)
     analysis_per_message_s: float = setting(doc="analysis and figures, per device reading", minimum=0.0)
+    warmup_per_emulated_s: float = setting(doc="distilling a warmed-up link's warm-up ([qkd] warmup_s) before "
+                                               "the modes, wall s per emulated s", minimum=0.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,7 +128,13 @@ def first_keys_emulated_s(qkd, devices: int) -> float:
     from harness.qkd.rate import secret_key_rate
 
     rate = secret_key_rate(qkd.loss_db, qkd.calibration, qkd)
-    return devices * qkd.key_bits / max(rate, 1e-9) + 2 * qkd.post.block_duration_s
+    return max(0.0, devices * qkd.key_bits / max(rate, 1e-9) + 2 * qkd.post.block_duration_s - qkd.warmup_s)
+
+
+def first_keys_wall_s(qkd, devices: int, time_scale: float, costs: WallTimeCosts) -> float:
+    """Wall seconds from the QKD ends' start to the first device keys: the warm-up, distilled as fast
+    as post-processing allows, then what is still missing at the time scale."""
+    return qkd.warmup_s * costs.warmup_per_emulated_s + first_keys_emulated_s(qkd, devices) / time_scale
 
 
 def estimate(settings, modes: Sequence[str], costs: WallTimeCosts) -> Estimate:
@@ -133,7 +143,7 @@ def estimate(settings, modes: Sequence[str], costs: WallTimeCosts) -> Estimate:
     run, devices = settings.run, settings.devices
     duration_s = run.hours * 3600.0
     count = devices.count
-    first_keys = (first_keys_emulated_s(settings.qkd, count) / run.time_scale) if Mode.QKD in modes else 0.0
+    first_keys = first_keys_wall_s(settings.qkd, count, run.time_scale, costs) if Mode.QKD in modes else 0.0
     messages = count * len(modes) * math.floor(duration_s / devices.wake_period_s)
     testbed = (costs.bring_up_s + costs.bring_up_per_device_s * count + costs.mode_end_s * len(modes)
                + costs.teardown_per_device_s * count)

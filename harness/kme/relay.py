@@ -88,11 +88,14 @@ class RelayHandler(JsonHandler):
         if srv.now is None:
             current = srv.lifecycle.current(device)
         else:  # a key a refresh period old is renewed now; one the link cannot renew is refused
+            holding = srv.lifecycle.holds(device)
             current, outcome = srv.lifecycle.key_for(device, srv.now())
-            if outcome == "refused":
+            if outcome == "refused" and holding:
                 raise etsi.unavailable("no new key available: keep the previous one")
+            # Refused, but never handed one: the device gets its provisioned key (lifecycle.holds).
         if current is None:
             raise etsi.unavailable("no key provisioned yet")
+        srv.lifecycle.handed_out(device)
         answer: dict[str, Any] = {"device": device, "key_ID": current.key_id,
                                   "valid_until_t_emul": current.valid_until_t_emul}
         if srv.transport == "psk_wrap":

@@ -169,3 +169,35 @@ def test_load_psk(tmp_path):
         pki.load_psk(tmp_path, "d1")
     made = pki.provision_device(tmp_path, "d1").psk
     assert pki.load_psk(tmp_path, "d1") == made
+
+
+def test_a_device_refused_before_it_ever_had_a_key_gets_its_provisioned_one(tmp_path):
+    """Steady state: every key provisioned a period old, the link then empty. The devices begin the
+    mode without keys, so the first refusal hands a device its provisioned ("previous") key; once it
+    holds one, a refusal is a 503 and it keeps that key."""
+    link = ClavisLinkPair(rate_bps=0, capacity_keys=10, seed=11, prefill_keys=2).start()
+    pair = start_pair(tmp_path, *link.suppliers())
+    ca = pki.CertificateAuthority(tmp_path)
+    gw = ca.ensure("gateway", "SAE")
+    ca.ensure("platform", "SAE")
+    lifecycle = GatewayKeyLifecycle(EtsiClient(pair.alice_url, ALICE_KME_ID, gw.ca, gw.cert, gw.key), "platform",
+                                    ["s1", "s2"], REFRESH_S, backdate_s=REFRESH_S, record=lambda *row: rows.append(row))
+    rows: list = []
+    lifecycle.provision(0.0)  # the two keys the link had
+    creds = {d: pki.provision_device(tmp_path, d) for d in ("s1", "s2")}
+    server = RelayServer(("127.0.0.1", 0), "tls_full", lifecycle, tmp_path, now=lambda: 10.0)
+    server.start_in_thread()
+    try:
+        provisioned = lifecycle.current("s1")
+        first = fetch_device_key("tls_full", server.url, creds["s1"])  # due, the link empty: refused
+        assert first.key_id == provisioned.key_id and first.key == provisioned.key
+        assert lifecycle.holds("s1") and not lifecycle.holds("s2")
+        with pytest.raises(FetchError) as again:
+            fetch_device_key("tls_full", server.url, creds["s1"])
+        assert again.value.status == 503
+        assert [row[2] for row in rows] == ["refused", "refused"] and lifecycle.counts["refused"] == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        pair.stop()
+        link.stop()

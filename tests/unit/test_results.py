@@ -31,6 +31,19 @@ def test_join_counts_loss_and_latency():
     assert math.isnan(got[("d1", 1)])
 
 
+def test_a_reading_published_again_takes_the_latency_of_the_copy_that_arrived_first():
+    """The device's acknowledgement timed out, so it published the reading again a wake later and
+    sent.csv keeps that second publish time; the first copy had arrived at once."""
+    sent = pd.DataFrame({"device": ["d1"], "seq": [0], "t_emul": [1.0], "t_sent": [160.0], "queued_s": [60.0]})
+    received = pd.DataFrame({"device": ["d1", "d1"], "seq": [0, 0], "t_received": [100.012, 160.015],
+                             "t_sent": [100.0, 160.0]})
+    messages = results.join_messages(sent, received)
+    assert messages["latency_ms"].tolist() == [pytest.approx(12.0)]  # not 100.012 - 160.0
+    assert messages["t_sent"].tolist() == [160.0]  # the device's own record is kept as it is
+    older = results.join_messages(sent, received.drop(columns="t_sent"))  # a platform without stamps
+    assert older["latency_ms"].tolist() == [pytest.approx((100.012 - 160.0) * 1000.0)]
+
+
 def test_summary_statistics():
     summary = results.summarize(results.join_messages(sent_frame(), received_frame()), "qkd", 2)
     assert (summary["sent"], summary["received"], summary["lost"]) == (4, 3, 1)
