@@ -38,12 +38,17 @@ def _size(path: Path) -> int:
 
 
 def _first_capture(readings: pd.DataFrame) -> pd.DataFrame:
-    """One row per (device, seq): first capture time and number of copies seen."""
+    """One row per (device, seq): first capture time, the publish time stamped in that copy, and the
+    number of copies seen (a reading published again after a lost acknowledgement carries a later
+    stamp in its later copy: the first copy's latency is the one that happened)."""
     if readings.empty:
         return pd.DataFrame({"device": pd.Series(dtype=str), "seq": pd.Series(dtype=int),
-                             "t_capture": pd.Series(dtype=float), "copies": pd.Series(dtype=int)})
-    grouped = readings.groupby(["device", "seq"], as_index=False)
-    return grouped.agg(t_capture=("t_capture", "min"), copies=("t_capture", "size"))
+                             "t_capture": pd.Series(dtype=float), "t_stamped": pd.Series(dtype=float),
+                             "copies": pd.Series(dtype=int)})
+    ordered = readings.sort_values("t_capture")
+    grouped = ordered.groupby(["device", "seq"], as_index=False)
+    return grouped.agg(t_capture=("t_capture", "first"), t_stamped=("t_sent", "first"),
+                       copies=("t_capture", "size"))
 
 
 def match_messages(messages: pd.DataFrame, broker: pd.DataFrame | None,
@@ -63,11 +68,13 @@ def match_messages(messages: pd.DataFrame, broker: pd.DataFrame | None,
             frame[f"{prefix}_copies"] = np.nan
             continue
         first = _first_capture(readings).rename(columns={"t_capture": f"t_{prefix}",
+                                                         "t_stamped": f"t_{prefix}_stamp",
                                                          "copies": f"{prefix}_copies"})
         frame = frame.merge(first, on=["device", "seq"], how="left")
         frame[f"{prefix}_copies"] = frame[f"{prefix}_copies"].fillna(0).astype(int)
         frame[f"{prefix}_seen"] = (frame[f"{prefix}_copies"] > 0).astype(int)
-    frame["wire_latency_ms"] = (frame["t_broker"] - frame["t_sent"]) * 1000.0
+    stamp = frame["t_broker_stamp"] if "t_broker_stamp" in frame else pd.Series(np.nan, index=frame.index)
+    frame["wire_latency_ms"] = (frame["t_broker"] - stamp.astype(float).fillna(frame["t_sent"].astype(float))) * 1000.0
     return frame[list(WIRE_COLUMNS)]
 
 

@@ -259,3 +259,19 @@ def test_other_link_types_go_through_scapy_and_unknown_ones_are_named(tmp_path):
         writer.write(Raw(b"\x00" * 40))
     with pytest.raises(ValueError, match="link type 147"):
         read_mqtt_readings(odd)
+
+
+def test_wire_latency_is_that_of_the_first_copy_the_broker_saw():
+    """A reading published again after its acknowledgement was lost: sent.csv keeps the second
+    publish time, the broker saw the first copy 12 ms after its own stamp."""
+    import pandas as pd
+
+    from harness.analysis.wire import match_messages
+
+    messages = pd.DataFrame({"device": ["d1"], "seq": [0], "t_emul": [1.0], "t_sent": [160.0], "received": [1],
+                             "latency_ms": [12.0]})
+    broker = pd.DataFrame({"device": ["d1", "d1"], "seq": [0, 0], "t_capture": [160.004, 100.012],
+                           "t_sent": [160.0, 100.0]})
+    wire = match_messages(messages, broker)
+    assert wire["wire_latency_ms"].tolist() == [pytest.approx(12.0)] and wire["broker_copies"].tolist() == [2]
+    assert wire["t_broker"].tolist() == [pytest.approx(100.012)]
