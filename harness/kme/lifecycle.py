@@ -62,7 +62,7 @@ class GatewayKeyLifecycle:
     def __init__(self, kme: EtsiClient, slave_sae_id: str, devices: Sequence[str],
                  refresh_period_s: float, max_key_per_request: int = 1000, key_size: int | None = None,
                  backdate_s: float = 0.0, record: Callable[[float, str, str, str], None] | None = None,
-                 renewal_grace_s: float = 0.0):
+                 renewal_grace_s: float = 0.0, previous_key_on_refusal: bool = False):
         if not devices:
             raise ValueError("devices: at least one device is needed")
         if len(set(devices)) != len(devices):
@@ -79,6 +79,10 @@ class GatewayKeyLifecycle:
         self.key_size = key_size
         self.backdate_s = backdate_s
         self.renewal_grace_s = renewal_grace_s
+        #: Hand a refused device that never held a key its provisioned one (:meth:`holds`). Only for a
+        #: steady-state start by a relay that was not restarted: a restarted relay does not know what
+        #: its devices hold, and handing one a newly provisioned key replaced a key that worked.
+        self.previous_key_on_refusal = previous_key_on_refusal
         self.record = record
         self.generation = 0  # completed provisionings of every device (the first one makes it 1)
         self.counts = {"renewed": 0, "refused": 0, "current": 0}

@@ -90,7 +90,7 @@ class RelayHandler(JsonHandler):
         else:  # a key a refresh period old is renewed now; one the link cannot renew is refused
             holding = srv.lifecycle.holds(device)
             current, outcome = srv.lifecycle.key_for(device, srv.now())
-            if outcome == "refused" and holding:
+            if outcome == "refused" and (holding or not srv.lifecycle.previous_key_on_refusal):
                 raise etsi.unavailable("no new key available: keep the previous one")
             # Refused, but never handed one: the device gets its provisioned key (lifecycle.holds).
         if current is None:
@@ -165,7 +165,8 @@ def _from_run_config(args: argparse.Namespace) -> argparse.Namespace:
         admin_listen=f"127.0.0.1:{site.ports.relay_admin}", await_provisioning=not args.restarted,
         log_level=runconfig.log_level_of(args.log_level, config), fetch_log=config.mode_dir("qkd") / FETCH_LOG,
         backdate_s=config.qkd.refresh_period_s if config.kme.steady_state_start else 0.0,
-        renewal_grace_s=min(config.devices.wake_period_s, config.qkd.refresh_period_s) / 2)
+        renewal_grace_s=min(config.devices.wake_period_s, config.qkd.refresh_period_s) / 2,
+        previous_key_on_refusal=config.kme.steady_state_start and not args.restarted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="provisioned keys count as issued this long before (steady state: a refresh period)")
     ap.add_argument("--renewal-grace-s", type=float, default=0.0,
                     help="a key counts as due this long before it is a refresh period old (a run: half a wake period)")
+    ap.add_argument("--previous-key-on-refusal", action="store_true",
+                    help="a refused device that never held a key gets its provisioned one (steady-state start)")
     ap.add_argument("--restarted", action="store_true",
                     help="in a run: this start is a restart (obtain the device keys now, do not wait)")
     runconfig.add_log_level_argument(ap)
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         fetches = FetchLog(args.fetch_log) if args.fetch_log else None
         lifecycle = GatewayKeyLifecycle(kme, args.slave_sae_id, devices, args.refresh_period_s,
                                         args.max_key_per_request, backdate_s=args.backdate_s, record=fetches,
-                                        renewal_grace_s=args.renewal_grace_s)
+                                        renewal_grace_s=args.renewal_grace_s,
+                                        previous_key_on_refusal=args.previous_key_on_refusal)
         psks = ({d: pki.load_psk(args.pki, d) for d in devices}
                 if args.transport == KeyTransport.PSK_WRAP else None)
         server = RelayServer(listen, args.transport, lifecycle, args.pki, args.relay_id, psks, now=clock.now)

@@ -181,7 +181,8 @@ def test_a_device_refused_before_it_ever_had_a_key_gets_its_provisioned_one(tmp_
     gw = ca.ensure("gateway", "SAE")
     ca.ensure("platform", "SAE")
     lifecycle = GatewayKeyLifecycle(EtsiClient(pair.alice_url, ALICE_KME_ID, gw.ca, gw.cert, gw.key), "platform",
-                                    ["s1", "s2"], REFRESH_S, backdate_s=REFRESH_S, record=lambda *row: rows.append(row))
+                                    ["s1", "s2"], REFRESH_S, backdate_s=REFRESH_S, record=lambda *row: rows.append(row),
+                                    previous_key_on_refusal=True)
     rows: list = []
     lifecycle.provision(0.0)  # the two keys the link had
     creds = {d: pki.provision_device(tmp_path, d) for d in ("s1", "s2")}
@@ -196,6 +197,10 @@ def test_a_device_refused_before_it_ever_had_a_key_gets_its_provisioned_one(tmp_
             fetch_device_key("tls_full", server.url, creds["s1"])
         assert again.value.status == 503
         assert [row[2] for row in rows] == ["refused", "refused"] and lifecycle.counts["refused"] == 2
+        lifecycle.previous_key_on_refusal = False  # e.g. a restarted relay: it does not know what s2 holds
+        with pytest.raises(FetchError) as restarted:
+            fetch_device_key("tls_full", server.url, creds["s2"])
+        assert restarted.value.status == 503 and not lifecycle.holds("s2")
     finally:
         server.shutdown()
         server.server_close()
