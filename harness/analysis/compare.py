@@ -289,13 +289,9 @@ def _served_lines(run: RunDir) -> list[str]:
     """A capacity experiment's keys served per refresh period, as its analysis stored them."""
     from harness.analysis.served import measures_capacity, served_lines
 
-    path = run.path / "analysis.json"
-    if not measures_capacity(run.scenario) or not path.is_file():
+    table = run.keys_served() if measures_capacity(run.scenario) else None
+    if table is None or table.empty:
         return []
-    served = json.loads(path.read_text(encoding="utf-8")).get("modes", {}).get("qkd", {}).get("keys_served")
-    if not served:
-        return []
-    table = pd.DataFrame(served).fillna(math.nan)
     return served_lines(table, float(run.scenario.get("fibre", {}).get("loss_db", math.nan)))
 
 

@@ -20,7 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
 import pandas as pd  # noqa: E402
 
-from harness.analysis.analyze import analyze_run, served_table  # noqa: E402
+from harness.analysis.analyze import analyze_run  # noqa: E402
 from harness.analysis.capacity import PAPER_POINTS, capacity_table, paper_points_table  # noqa: E402
 from harness.analysis.keyresponse import FIELDS, ERROR_TEXT, read_key_responses  # noqa: E402
 from harness.analysis.rundir import RunDir, RunDirError, open_run, read_json_object  # noqa: E402
@@ -206,8 +206,7 @@ def emulated_points(served: pd.DataFrame) -> pd.DataFrame:
     """The periods of a keys-served table comparable with the curve: complete, and served by
     distillation alone (not period 1 of a run that began with a full buffer, whose expectation
     includes the buffer)."""
-    complete = served[served["complete"].astype(bool)]
-    return complete[complete["period"] > 1] if len(complete) else complete
+    return served[served["complete"].astype(bool) & (served["period"] > 1)]
 
 
 def fig2e_datagram(raw: bytes, info: dict, stem: Path, run: RunDir | None = None,
@@ -278,7 +277,7 @@ def plot_run(path: str | Path, out_dir: str | Path | None = None,
     if isinstance(qkd, dict) and "calibration" in qkd:
         table = capacity_table(qkd)
         points = paper_points_table(qkd, points=PAPER_POINTS)
-        served = served_table(run, "qkd") if "qkd" in run.modes and measures_capacity(run.scenario) else None
+        served = run.keys_served() if measures_capacity(run.scenario) else None  # stored by the analysis
         written += fig2d_capacity(table, points, out / "fig2d_capacity",
                                   f"Fig. 2d: QKD capacity, {run.scenario_name} calibration", run, formats,
                                   served, run.scenario.get("fibre", {}).get("loss_db"))

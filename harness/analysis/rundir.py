@@ -195,6 +195,11 @@ class RunDir:
         path = self.path / "qkd" / "relay.csv"
         return self._read(path, ("t_emul", "device", "outcome")) if path.is_file() else None
 
+    def keys_served(self) -> pd.DataFrame | None:
+        """``qkd/keys_served.csv`` as the analysis wrote it, or None when it wrote none."""
+        path = self.path / "qkd" / "keys_served.csv"
+        return self._read(path, ("period", "complete", "renewed", "devices_refused")) if path.is_file() else None
+
     def key_clock_offset_s(self, mode: str) -> float | None:
         """Where ``mode`` starts on the QKD link's clock (emulated s since ``qkd_clock_epoch``), None
         when the metadata lacks either epoch."""

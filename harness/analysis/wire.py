@@ -64,7 +64,7 @@ def match_messages(messages: pd.DataFrame, broker: pd.DataFrame | None,
     for prefix, readings in (("broker", broker), ("device", device)):
         if readings is None:
             frame[f"{prefix}_seen"] = np.nan
-            frame[f"t_{prefix}"] = np.nan
+            frame[f"t_{prefix}"] = frame[f"t_{prefix}_stamp"] = np.nan
             frame[f"{prefix}_copies"] = np.nan
             continue
         first = _first_capture(readings).rename(columns={"t_capture": f"t_{prefix}",
@@ -73,8 +73,8 @@ def match_messages(messages: pd.DataFrame, broker: pd.DataFrame | None,
         frame = frame.merge(first, on=["device", "seq"], how="left")
         frame[f"{prefix}_copies"] = frame[f"{prefix}_copies"].fillna(0).astype(int)
         frame[f"{prefix}_seen"] = (frame[f"{prefix}_copies"] > 0).astype(int)
-    stamp = frame["t_broker_stamp"] if "t_broker_stamp" in frame else pd.Series(np.nan, index=frame.index)
-    frame["wire_latency_ms"] = (frame["t_broker"] - stamp.astype(float).fillna(frame["t_sent"].astype(float))) * 1000.0
+    published = frame["t_broker_stamp"].astype(float).fillna(frame["t_sent"].astype(float))
+    frame["wire_latency_ms"] = (frame["t_broker"] - published) * 1000.0
     return frame[list(WIRE_COLUMNS)]
 
 
